@@ -1,0 +1,140 @@
+// The agent's configuration: file + MESH_* environment + flags, validated once (every problem reported) and frozen.
+
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { NAME_PATTERN } from '../ca';
+import { deepFreeze, emptySource, FieldReader, overlay, ProblemList, readConfigFile, type HostPort } from '../config';
+
+export type ServiceProtocol = 'http' | 'tcp';
+
+/** An upstream a local service calls: a local port that leads to a remote service. */
+export interface UpstreamConfig {
+  readonly service: string;
+  readonly namespace: string;
+  readonly listen: HostPort;
+}
+
+/** A service running on this node. */
+export interface LocalServiceConfig {
+  readonly name: string;
+  readonly namespace: string;
+  /** Where the local app listens. */
+  readonly target: HostPort;
+  readonly protocol: ServiceProtocol;
+  readonly upstreams: readonly UpstreamConfig[];
+}
+
+/** Validated agent settings. */
+export interface AgentConfig {
+  readonly nodeName: string;
+  /** Keys, certificates and enrollment. @default "./mesh-agent-state" */
+  readonly stateDir: string;
+  /** host:port of the server's agent port; when absent, taken from the join token / saved state. */
+  readonly server: string | undefined;
+  /** The address other agents dial for this node (reported to the server). @default inbound host, or 127.0.0.1 */
+  readonly address: string;
+  /** mTLS from other agents. @default 0.0.0.0:15443 */
+  readonly inbound: HostPort;
+  /** Admin: /ready, /status, /config_dump. @default 127.0.0.1:15000 */
+  readonly admin: HostPort;
+  /** Static endpoints of remote services (YAML). */
+  readonly endpointsFile: string | undefined;
+  readonly services: readonly LocalServiceConfig[];
+}
+
+/** Flag / env names for the settings that have them, with the field path each one sets. */
+export const AGENT_SETTINGS = [
+  { flag: 'state-dir', env: 'MESH_STATE_DIR', path: 'stateDir' },
+  { flag: 'server', env: 'MESH_SERVER', path: 'server' },
+  { flag: 'node-name', env: 'MESH_NODE_NAME', path: 'nodeName' },
+  { flag: 'address', env: 'MESH_ADDRESS', path: 'address' },
+  { flag: 'inbound-listen', env: 'MESH_INBOUND_LISTEN', path: 'inbound.listen' },
+  { flag: 'admin-listen', env: 'MESH_ADMIN_LISTEN', path: 'admin.listen' },
+  { flag: 'endpoints-file', env: 'MESH_ENDPOINTS_FILE', path: 'endpointsFile' },
+] as const;
+
+export const AGENT_DEFAULTS = {
+  stateDir: './mesh-agent-state',
+  inbound: { host: '0.0.0.0', port: 15443 },
+  admin: { host: '127.0.0.1', port: 15000 },
+  namespace: 'default',
+  protocol: 'tcp' as ServiceProtocol,
+} as const;
+
+const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, such as "web" or "billing-api"';
+
+/**
+ * Builds the agent config from an optional file, the environment and flags (flags win, then env, then file).
+ * Relative paths in the file are relative to the file.
+ * @throws MeshError MESH_ERR_CONFIG listing every problem with its field path (and line)
+ */
+export function loadAgentConfig(opts: { file?: string; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv }): AgentConfig {
+  const source = opts.file ? readConfigFile(opts.file) : emptySource();
+  const base = opts.file ? dirname(resolve(opts.file)) : process.cwd();
+  const problems = new ProblemList(source);
+  const data = source.data as Record<string, unknown>;
+  if (typeof data === 'object' && data !== null && !Array.isArray(data)) {
+    for (const s of AGENT_SETTINGS) {
+      const fromEnv = opts.env?.[s.env];
+      if (fromEnv !== undefined && fromEnv !== '') overlay(data, s.path, fromEnv, `env ${s.env}`, problems);
+      const fromFlag = opts.flags?.[s.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())];
+      if (fromFlag !== undefined) overlay(data, s.path, fromFlag, `--${s.flag}`, problems);
+    }
+  }
+  const r = new FieldReader(data, [], problems);
+  const nodeName = r.string('nodeName', hostname(), { pattern: /^[A-Za-z0-9._-]{1,253}$/, hint: 'letters, digits, ".", "_" and "-"' });
+  const stateDir = resolve(base, r.string('stateDir', AGENT_DEFAULTS.stateDir));
+  const server = r.has('server') ? r.string('server', '', { pattern: /^[^\s:]+:\d{1,5}$/, hint: 'an address "host:port" such as "10.0.0.5:15010"' }) : undefined;
+  const inboundR = r.object('inbound');
+  const inbound = inboundR.hostPort('listen', AGENT_DEFAULTS.inbound);
+  inboundR.done();
+  const adminR = r.object('admin');
+  const admin = adminR.hostPort('listen', AGENT_DEFAULTS.admin, '127.0.0.1');
+  adminR.done();
+  const address = r.string('address', inbound.host === '0.0.0.0' || inbound.host === '::' ? '127.0.0.1' : inbound.host);
+  const endpointsFile = r.has('endpointsFile') ? resolve(base, r.string('endpointsFile', '')) : undefined;
+  const services = r.list('services').map(readService);
+  r.done();
+  checkConflicts(services, inbound, admin, r);
+  problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, services });
+}
+
+function readService(s: FieldReader): LocalServiceConfig {
+  const name = s.string('name', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
+  const namespace = s.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
+  const port = s.port('port', 0, { required: true });
+  const host = s.string('address', '127.0.0.1');
+  const protocol = s.oneOf('protocol', ['http', 'tcp'] as const, AGENT_DEFAULTS.protocol);
+  const upstreams = s.list('upstreams').map((u) => {
+    const service = u.string('service', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
+    const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
+    const uport = u.port('port', 0, { required: true });
+    const bind = u.string('bind', '127.0.0.1');
+    u.done();
+    return { service, namespace: ns, listen: { host: bind, port: uport } };
+  });
+  s.done();
+  return { name, namespace, target: { host, port }, protocol, upstreams };
+}
+
+function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPort, admin: HostPort, r: FieldReader): void {
+  const seen = new Map<string, number>();
+  services.forEach((s, i) => {
+    const key = `${s.namespace}/${s.name}`;
+    if (s.name && seen.has(key)) r.fail('services', `service ${key} is listed twice (items ${seen.get(key)} and ${i})`);
+    seen.set(key, i);
+  });
+  const ports = new Map<number, string>([
+    [inbound.port, 'inbound.listen'],
+    [admin.port, 'admin.listen'],
+  ]);
+  services.forEach((s, i) =>
+    s.upstreams.forEach((u, j) => {
+      if (!u.listen.port) return;
+      const other = ports.get(u.listen.port);
+      if (other) r.problems.add(['services', i, 'upstreams', j, 'port'], `port ${u.listen.port} is already used by ${other}`);
+      else ports.set(u.listen.port, `services[${i}].upstreams[${j}]`);
+    }),
+  );
+}

@@ -1,0 +1,242 @@
+// The per-node agent, the one composition root: identity, server channel, discovery and proxy wired together.
+
+import { formatHostPort, type HostPort } from '../config';
+import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
+import { describeError, MeshError } from '../errors';
+import { MESH_VERSION, type ServiceRef } from '../protocol';
+import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
+import { serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
+import { silentLogger, type Logger } from '../telemetry';
+import { AdminServer } from './admin-server';
+import type { AgentConfig } from './agent-config';
+import { CertificateManager } from './certificate-manager';
+import { systemClock, type Clock } from './clock';
+import { enrollWithToken } from './enrollment-client';
+import { ServerConnection } from './server-connection';
+import { StateDir, type Enrollment } from './state-dir';
+
+/** How often the agent reports its certificates to the server. */
+const REPORT_INTERVAL_MS = 30_000;
+
+export class MeshAgent {
+  private state!: StateDir;
+  private enrollment!: Enrollment;
+  private certs!: CertificateManager;
+  private connection?: ServerConnection;
+  private discovery?: DiscoverySource;
+  private inbound?: InboundListener;
+  private readonly outbound: OutboundListener[] = [];
+  private readonly clusters = new Map<string, Cluster>();
+  private admin?: AdminServer;
+  private reportTimer?: NodeJS.Timeout;
+  private bound: { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } = { upstreams: {} };
+  private readonly log: Logger;
+  private readonly clock: Clock;
+  private markReady!: () => void;
+  private readonly readyPromise = new Promise<void>((r) => (this.markReady = r));
+
+  constructor(
+    readonly config: AgentConfig,
+    private readonly opts: { joinToken?: string; log?: Logger; clock?: Clock } = {},
+  ) {
+    this.log = opts.log ?? silentLogger;
+    this.clock = opts.clock ?? systemClock;
+  }
+
+  /**
+   * Enrolls (first start, with a join token) or reuses saved state, then binds every port.
+   * @throws MeshError MESH_ERR_NOT_ENROLLED, MESH_ERR_TOKEN_*, MESH_ERR_LISTEN, MESH_ERR_STATE_DIR
+   */
+  async start(signal?: AbortSignal): Promise<void> {
+    const { config } = this;
+    this.state = new StateDir(config.stateDir);
+    this.enrollment = await this.enroll();
+    const td = this.enrollment.trustDomain;
+    const roots = splitPemBundle(this.state.read('roots.pem') ?? '');
+    if (roots.length === 0) throw new MeshError('MESH_ERR_STATE_DIR', `${config.stateDir}/roots.pem is missing or empty; remove the state dir and enroll again`);
+
+    const nodeId = SpiffeId.agent(td, this.enrollment.agentId);
+    this.certs = new CertificateManager(this.state, td, roots, (kind, csr, svc) => this.connection!.sign(kind, csr, svc), this.clock, this.log);
+    this.certs.manage('node', nodeId);
+    for (const s of config.services) this.certs.manage('workload', SpiffeId.workload(td, s.namespace, s.name), { name: s.name, namespace: s.namespace });
+
+    const server = config.server ?? this.enrollment.server;
+    this.connection = new ServerConnection(
+      server,
+      td,
+      () => ({ ...this.certs.material(nodeId)!, roots: this.certs.trustBundle }),
+      () => ({ nodeName: config.nodeName, address: config.address, services: this.serviceRefs(), version: MESH_VERSION }),
+      this.clock,
+      this.log,
+    );
+    this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
+    this.connection.on('connected', () => this.certs.renewDue());
+    this.connection.start();
+
+    if (config.endpointsFile) this.discovery = new StaticFileSource(config.endpointsFile, { log: this.log });
+    await this.startProxy(td);
+    this.admin = new AdminServer(
+      {
+        token: this.state.adminToken(),
+        notReady: () => this.notReady(),
+        status: () => this.status(),
+        configDump: () => this.configDump(),
+      },
+      this.log,
+    );
+    this.bound.admin = await this.admin.listen(config.admin);
+    this.reportTimer = setInterval(() => this.report(), REPORT_INTERVAL_MS).unref();
+    this.certs.on('rotated', () => this.report());
+    signal?.addEventListener('abort', () => void this.close(), { once: true });
+    void this.waitUntilReady();
+  }
+
+  /** Resolves when every identity has a certificate and every port is bound. */
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  /** Stops listening and closes the channel; open connections drain on their own. */
+  async close(): Promise<void> {
+    if (this.reportTimer) clearInterval(this.reportTimer);
+    this.connection?.close();
+    this.certs?.close();
+    this.discovery?.close();
+    await Promise.all([this.inbound?.close(), ...this.outbound.map((o) => o.close()), this.admin?.close()]);
+  }
+
+  destroy(err?: Error): void {
+    if (err) this.log.error('agent stopping on error', { error: describeError(err) });
+    void this.close();
+  }
+
+  private async enroll(): Promise<Enrollment> {
+    const saved = this.state.enrollment();
+    if (saved) {
+      if (this.opts.joinToken) this.log.info('already enrolled, ignoring the join token', { agent: saved.agentId, stateDir: this.config.stateDir });
+      return saved;
+    }
+    if (!this.opts.joinToken) {
+      throw new MeshError('MESH_ERR_NOT_ENROLLED', `no enrollment in ${this.config.stateDir}: start once with --join <token> (make one on the server with "mesh-agent token create")`);
+    }
+    const token = parseJoinToken(this.opts.joinToken);
+    this.log.info('enrolling', { server: token.server, token: token.id });
+    const res = await enrollWithToken(token, this.config.nodeName);
+    this.state.write('node.key', res.nodeKeyPem, 0o600);
+    this.state.write('node.crt', res.nodeCert, 0o644);
+    this.state.write('roots.pem', res.roots.join(''), 0o644);
+    const e: Enrollment = { agentId: res.agentId, server: res.server, trustDomain: res.trustDomain, nodeName: this.config.nodeName, enrolledAt: new Date(this.clock.now()).toISOString() };
+    this.state.saveEnrollment(e);
+    this.log.info('enrolled', { agent: e.agentId, trustDomain: e.trustDomain });
+    return e;
+  }
+
+  private serviceRefs(): ServiceRef[] {
+    return this.config.services.map((s) => ({ name: s.name, namespace: s.namespace }));
+  }
+
+  private async startProxy(td: string): Promise<void> {
+    const { config } = this;
+    const inboundRoutes: InboundRoute[] = config.services.map((s) => ({
+      sni: `${s.name}.${s.namespace}.${td}`,
+      identity: SpiffeId.workload(td, s.namespace, s.name),
+      target: s.target,
+      protocol: s.protocol,
+    }));
+    this.inbound = new InboundListener(this.certs, this.log);
+    this.inbound.setRoutes(inboundRoutes);
+    this.bound.inbound = await this.inbound.listen(config.inbound);
+    const connector = new MtlsConnector();
+    for (const s of config.services) {
+      for (const u of s.upstreams) {
+        const key = serviceKeyString({ name: u.service, namespace: u.namespace });
+        let cluster = this.clusters.get(key);
+        if (!cluster) {
+          const c = (cluster = new Cluster(key));
+          this.clusters.set(key, c);
+          if (this.discovery) this.discovery.watch({ name: u.service, namespace: u.namespace }, (update) => c.apply(update));
+          else this.log.warn('no endpoints source configured (endpointsFile); upstream has no endpoints', { upstream: key });
+        }
+        const route: OutboundRoute = {
+          listen: u.listen,
+          cluster: key,
+          source: SpiffeId.workload(td, s.namespace, s.name),
+          destination: SpiffeId.workload(td, u.namespace, u.service),
+          sni: `${u.service}.${u.namespace}.${td}`,
+          protocol: s.protocol,
+        };
+        const listener = new OutboundListener(route, cluster, connector, this.certs, this.log);
+        this.bound.upstreams[`${s.name}->${u.service}`] = await listener.listen();
+        this.outbound.push(listener);
+      }
+    }
+  }
+
+  private notReady(): string[] {
+    const reasons: string[] = [];
+    for (const c of this.certs.status()) if (!c.serial) reasons.push(`no certificate yet for ${c.identity}${c.lastError ? ` (${c.lastError})` : ''}`);
+    if (!this.bound.admin) reasons.push('ports not bound yet');
+    return reasons;
+  }
+
+  private async waitUntilReady(): Promise<void> {
+    const check = (): void => {
+      if (this.notReady().length === 0) {
+        this.log.info('agent ready', { agent: this.enrollment.agentId, inbound: this.bound.inbound && formatHostPort(this.bound.inbound), admin: this.bound.admin && formatHostPort(this.bound.admin) });
+        this.markReady();
+        this.certs.off('rotated', check);
+      }
+    };
+    this.certs.on('rotated', check);
+    check();
+  }
+
+  private report(): void {
+    this.connection?.send({
+      type: 'report',
+      certificates: this.certs.status().filter((c) => c.serial).map((c) => ({ spiffeId: c.identity, serial: c.serial!, notAfter: c.notAfter! })),
+    });
+  }
+
+  /** What `mesh-agent status --agent` shows. */
+  status(): unknown {
+    return {
+      agent: {
+        id: this.enrollment.agentId,
+        nodeName: this.config.nodeName,
+        version: MESH_VERSION,
+        trustDomain: this.enrollment.trustDomain,
+        server: this.config.server ?? this.enrollment.server,
+        serverConnected: this.connection?.connected ?? false,
+        serverError: this.connection?.lastError ?? null,
+        ready: this.notReady().length === 0,
+        inbound: this.bound.inbound && formatHostPort(this.bound.inbound),
+        admin: this.bound.admin && formatHostPort(this.bound.admin),
+      },
+      services: this.config.services.map((s) => ({
+        name: s.name,
+        namespace: s.namespace,
+        protocol: s.protocol,
+        target: formatHostPort(s.target),
+        identity: SpiffeId.workload(this.enrollment.trustDomain, s.namespace, s.name).toString(),
+      })),
+      certificates: this.certs.status(),
+      upstreams: this.outbound.map((o) => ({
+        service: o.route.cluster,
+        from: o.route.source.toString(),
+        listen: formatHostPort(o.route.listen),
+        endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
+        stats: o.stats,
+      })),
+      inboundStats: this.inbound?.stats,
+    };
+  }
+
+  private configDump(): unknown {
+    return {
+      config: this.config,
+      bound: this.bound,
+      clusters: [...this.clusters.values()].map((c) => c.snapshot()),
+    };
+  }
+}

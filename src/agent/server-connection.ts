@@ -1,0 +1,156 @@
+// The agent's side of the channel to the server: one mTLS WebSocket, reconnected with backoff, with request/response signing.
+
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import { describeError, MeshError, type MeshErrorCode } from '../errors';
+import { parseServerMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
+import type { Logger } from '../telemetry';
+import { Backoff, type Clock } from './clock';
+import { serverIdentityCheck } from './enrollment-client';
+
+/** TLS material for the channel, read fresh at each connect (the node certificate rotates). */
+export interface ChannelCredentials {
+  readonly key: string;
+  readonly cert: string;
+  readonly roots: readonly string[];
+}
+
+interface Pending {
+  resolve(cert: string): void;
+  reject(err: Error): void;
+  timer: { unref?(): unknown };
+}
+
+/**
+ * Events: 'welcome' (ServerMessage welcome), 'connected', 'disconnected'.
+ * While disconnected, sign() fails fast with MESH_ERR_SERVER_UNREACHABLE; callers retry on their own schedule.
+ */
+export class ServerConnection extends EventEmitter {
+  private ws?: WebSocket;
+  private closed = false;
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private readonly backoff = new Backoff();
+  private retryTimer?: { unref?(): unknown };
+  connectedSince: number | undefined;
+  lastError: string | undefined;
+
+  constructor(
+    private readonly server: string,
+    private readonly trustDomain: string,
+    private readonly credentials: () => ChannelCredentials,
+    private readonly hello: () => { nodeName: string; address: string; services: readonly ServiceRef[]; version: string },
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get connected(): boolean {
+    return this.ws?.readyState === WebSocket.OPEN;
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const c = this.credentials();
+    // ws hands these to tls.connect; its own typing of checkServerIdentity is narrower than Node's.
+    const tlsOptions = {
+      key: c.key,
+      cert: c.cert,
+      ca: [...c.roots],
+      checkServerIdentity: serverIdentityCheck(this.trustDomain),
+      handshakeTimeout: 10_000,
+      maxPayload: 1024 * 1024,
+    };
+    const ws = new WebSocket(`wss://${this.server}/v1/channel`, tlsOptions as unknown as WebSocket.ClientOptions);
+    this.ws = ws;
+    ws.on('open', () => {
+      this.backoff.reset();
+      this.connectedSince = this.clock.now();
+      this.lastError = undefined;
+      this.log.info('connected to server', { server: this.server });
+      this.send({ type: 'hello', ...this.hello() });
+      this.emit('connected');
+    });
+    ws.on('message', (data) => this.onMessage(data.toString()));
+    ws.on('unexpected-response', (_req, res) => {
+      this.lastError = `server refused the channel: HTTP ${res.statusCode}`;
+      ws.terminate();
+    });
+    ws.on('error', (err) => {
+      this.lastError = describeError(err);
+    });
+    ws.on('close', () => {
+      const wasOpen = this.connectedSince !== undefined;
+      this.connectedSince = undefined;
+      for (const [id, p] of this.pending) {
+        this.clock.clearTimeout(p.timer);
+        p.reject(new MeshError('MESH_ERR_SERVER_UNREACHABLE', 'the server connection closed before it answered'));
+        this.pending.delete(id);
+      }
+      if (this.closed) return;
+      const wait = this.backoff.next();
+      if (wasOpen) this.emit('disconnected');
+      this.log.warn('server channel down, retrying', { server: this.server, inMs: wait, error: this.lastError });
+      this.retryTimer = this.clock.setTimeout(() => this.connect(), wait);
+      this.retryTimer.unref?.();
+    });
+  }
+
+  private onMessage(text: string): void {
+    let msg: ServerMessage;
+    try {
+      msg = parseServerMessage(text);
+    } catch (err) {
+      this.log.warn('bad message from server', { error: describeError(err) });
+      return;
+    }
+    if (msg.type === 'welcome') {
+      this.emit('welcome', msg);
+      return;
+    }
+    const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;
+    if (!p) {
+      if (msg.type === 'error') this.log.warn('server reported an error', { code: msg.code, error: msg.message });
+      return;
+    }
+    this.pending.delete(msg.id!);
+    this.clock.clearTimeout(p.timer);
+    if (msg.type === 'signed') p.resolve(msg.cert);
+    else p.reject(new MeshError((msg.code as MeshErrorCode) ?? 'MESH_ERR_BAD_REQUEST', msg.message));
+  }
+
+  /** Asks the server to sign a CSR. @throws MeshError MESH_ERR_SERVER_UNREACHABLE when not connected */
+  sign(kind: 'workload' | 'node', csr: string, service?: ServiceRef): Promise<string> {
+    if (!this.connected) return Promise.reject(new MeshError('MESH_ERR_SERVER_UNREACHABLE', `not connected to the server at ${this.server}${this.lastError ? ` (${this.lastError})` : ''}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.pending.delete(id);
+        reject(new MeshError('MESH_ERR_SERVER_UNREACHABLE', 'the server did not answer a signing request within 15 s'));
+      }, 15_000);
+      this.pending.set(id, { resolve, reject, timer });
+      this.send(kind === 'workload' ? { type: 'sign', id, kind, service: service!, csr } : { type: 'sign', id, kind, csr });
+    });
+  }
+
+  send(msg: AgentMessage): void {
+    if (this.connected) this.ws!.send(JSON.stringify(msg));
+  }
+
+  /** Sends hello again (the set of local services changed). */
+  refreshHello(): void {
+    this.send({ type: 'hello', ...this.hello() });
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.retryTimer) this.clock.clearTimeout(this.retryTimer);
+    this.ws?.close(1000, 'agent shutting down');
+    this.ws?.terminate();
+  }
+}

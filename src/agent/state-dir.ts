@@ -1,0 +1,75 @@
+// The agent's state on disk: enrollment, node and workload keys (0600) and certificates, trust bundle, admin token.
+
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { MeshError } from '../errors';
+
+/** What enrollment left behind. */
+export interface Enrollment {
+  readonly agentId: string;
+  readonly server: string;
+  readonly trustDomain: string;
+  readonly nodeName: string;
+  readonly enrolledAt: string;
+}
+
+/** Files are replaced atomically (write + rename), so a crash never leaves half a key. */
+export class StateDir {
+  constructor(readonly dir: string) {
+    try {
+      mkdirSync(join(dir, 'workloads'), { recursive: true, mode: 0o700 });
+      chmodSync(dir, 0o700);
+    } catch (err) {
+      throw new MeshError('MESH_ERR_STATE_DIR', `cannot create state dir ${dir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  enrollment(): Enrollment | undefined {
+    const text = this.read('agent.json');
+    if (text === undefined) return undefined;
+    try {
+      const e = JSON.parse(text) as Enrollment;
+      if (!e.agentId || !e.server || !e.trustDomain) throw new Error('missing fields');
+      return e;
+    } catch (err) {
+      throw new MeshError('MESH_ERR_STATE_DIR', `${join(this.dir, 'agent.json')} is damaged (${(err as Error).message}); remove the state dir and enroll again with a join token`);
+    }
+  }
+
+  saveEnrollment(e: Enrollment): void {
+    this.write('agent.json', `${JSON.stringify(e, null, 2)}\n`, 0o600);
+  }
+
+  read(name: string): string | undefined {
+    const file = join(this.dir, name);
+    if (!existsSync(file)) return undefined;
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new MeshError('MESH_ERR_STATE_DIR', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Writes `name` atomically with `mode` (0600 for keys and tokens). */
+  write(name: string, content: string, mode = 0o644): void {
+    const file = join(this.dir, name);
+    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+    try {
+      writeFileSync(tmp, content, { mode });
+      chmodSync(tmp, mode);
+      renameSync(tmp, file);
+    } catch (err) {
+      throw new MeshError('MESH_ERR_STATE_DIR', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The agent's admin token, created 0600 on first use. */
+  adminToken(): string {
+    const saved = this.read('admin-token')?.trim();
+    if (saved) return saved;
+    const token = randomBytes(24).toString('base64url');
+    this.write('admin-token', `${token}\n`, 0o600);
+    return token;
+  }
+}

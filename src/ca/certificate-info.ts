@@ -1,0 +1,64 @@
+// What the mesh reads from a certificate: its SPIFFE ID, serial, validity and fingerprint.
+
+import { X509Certificate } from 'node:crypto';
+import { MeshError } from '../errors';
+import { SpiffeId } from './spiffe-id';
+
+/** The parts of a certificate the mesh acts on. */
+export interface CertificateInfo {
+  readonly pem: string;
+  readonly serial: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** `sha256:<hex>` of the DER. */
+  readonly fingerprint: string;
+  /** The URI SAN as a SPIFFE ID, when the certificate has exactly one. */
+  readonly spiffeId: SpiffeId | undefined;
+  readonly x509: X509Certificate;
+}
+
+/** `sha256:<lower-case hex>` of a certificate's DER encoding, as pinned in join tokens. */
+export function fingerprintOf(x509: X509Certificate): string {
+  return `sha256:${x509.fingerprint256.replace(/:/g, '').toLowerCase()}`;
+}
+
+/** URI SANs of a certificate. */
+export function uriSans(x509: X509Certificate): string[] {
+  return (x509.subjectAltName ?? '')
+    .split(/,\s*/)
+    .filter((s) => s.startsWith('URI:'))
+    .map((s) => s.slice(4));
+}
+
+/** Parses a PEM certificate. @throws MeshError MESH_ERR_CERT_INVALID */
+export function inspectCertificate(pem: string): CertificateInfo {
+  let x509: X509Certificate;
+  try {
+    x509 = new X509Certificate(pem);
+  } catch (err) {
+    throw new MeshError('MESH_ERR_CERT_INVALID', `cannot parse certificate: ${(err as Error).message}`, { cause: err });
+  }
+  const uris = uriSans(x509);
+  let spiffeId: SpiffeId | undefined;
+  if (uris.length === 1) {
+    try {
+      spiffeId = SpiffeId.parse(uris[0]!);
+    } catch {
+      spiffeId = undefined;
+    }
+  }
+  return {
+    pem,
+    serial: x509.serialNumber.toUpperCase(),
+    notBefore: new Date(x509.validFrom),
+    notAfter: new Date(x509.validTo),
+    fingerprint: fingerprintOf(x509),
+    spiffeId,
+    x509,
+  };
+}
+
+/** Splits a PEM bundle into its certificates' PEM blocks. */
+export function splitPemBundle(bundle: string): string[] {
+  return bundle.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/g)?.map((s) => (s.endsWith('\n') ? s : `${s}\n`)) ?? [];
+}

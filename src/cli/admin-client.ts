@@ -1,0 +1,57 @@
+// How CLI commands reach the server's admin API: address and token from flags, MESH_* env, or the data dir.
+
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { request } from 'undici';
+import { MeshError, type MeshErrorCode } from '../errors';
+import { SERVER_DEFAULTS } from '../server';
+
+/** Flags every admin command accepts. */
+export interface AdminFlags {
+  admin?: string;
+  adminToken?: string;
+  dataDir?: string;
+}
+
+/** Calls the admin API. @throws MeshError with the server's code, or MESH_ERR_SERVER_UNREACHABLE */
+export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
+  const url = /^https?:\/\//.test(base) ? base : `http://${base}`;
+  const token = adminToken(flags);
+  let res;
+  try {
+    res = await request(`${url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
+  } catch (err) {
+    throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `cannot reach the admin API at ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is "mesh-agent server" running? set --admin or MESH_ADMIN_ADDR)`);
+  }
+  const text = await res.body.text();
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `the admin API at ${url} answered ${res.statusCode} with something that is not JSON`);
+  }
+  if (res.statusCode >= 400) {
+    const e = (json.error ?? {}) as { code?: MeshErrorCode; message?: string };
+    throw new MeshError(e.code ?? 'MESH_ERR_BAD_REQUEST', e.message ?? `admin API answered ${res.statusCode}`);
+  }
+  return json;
+}
+
+function adminToken(flags: AdminFlags): string {
+  if (flags.adminToken) return flags.adminToken;
+  if (process.env.MESH_ADMIN_TOKEN) return process.env.MESH_ADMIN_TOKEN;
+  const dir = resolve(flags.dataDir ?? process.env.MESH_DATA_DIR ?? SERVER_DEFAULTS.dataDir);
+  const file = join(dir, 'admin-token');
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    throw new MeshError('MESH_ERR_ADMIN_AUTH', `no admin token: pass --admin-token, set MESH_ADMIN_TOKEN, or point --data-dir at the server's data dir (looked for ${file})`);
+  }
+}

@@ -1,0 +1,60 @@
+// The catalogue of mesh-agent's typed errors: one stable MESH_ERR_* code each (docs/errors.md lists them).
+
+/** Every error code mesh-agent raises, with what it means and whether retrying can help. */
+export const ERROR_CATALOGUE = {
+  MESH_ERR_CONFIG: { retryable: false, text: 'A configuration file, flag or environment variable is invalid; the message lists every problem with its field path.' },
+  MESH_ERR_USAGE: { retryable: false, text: 'A command was called with a wrong or missing argument.' },
+  MESH_ERR_TOKEN_MALFORMED: { retryable: false, text: 'A join token is not in the mesh-agent token format or its checksum does not match (damaged while copied).' },
+  MESH_ERR_TOKEN_UNKNOWN: { retryable: false, text: 'The server has no join token with this id (never created, or created on another server).' },
+  MESH_ERR_TOKEN_TAMPERED: { retryable: false, text: 'The join token id exists but its secret does not match the stored hash.' },
+  MESH_ERR_TOKEN_EXPIRED: { retryable: false, text: 'The join token is past its TTL.' },
+  MESH_ERR_TOKEN_USED: { retryable: false, text: 'The join token has no uses left.' },
+  MESH_ERR_CA_PIN_MISMATCH: { retryable: false, text: 'The server presented a CA whose fingerprint differs from the one pinned in the join token.' },
+  MESH_ERR_CSR_INVALID: { retryable: false, text: 'A certificate signing request could not be parsed, its signature is wrong, or it asks for an identity the caller may not have.' },
+  MESH_ERR_CERT_INVALID: { retryable: false, text: 'A certificate could not be parsed or lacks what the mesh needs (SPIFFE URI SAN, validity).' },
+  MESH_ERR_SPIFFE_ID: { retryable: false, text: 'A SPIFFE ID is malformed or not of the expected form.' },
+  MESH_ERR_PEER_IDENTITY: { retryable: false, text: 'A peer presented a certificate whose SPIFFE ID is not the one expected (outbound) or not allowed (inbound).' },
+  MESH_ERR_NOT_ENROLLED: { retryable: false, text: 'The agent has no saved enrollment in its state dir and no join token was given.' },
+  MESH_ERR_SERVER_UNREACHABLE: { retryable: true, text: 'The control-plane server could not be reached; agents keep serving with their cached state and retry with backoff.' },
+  MESH_ERR_ADMIN_AUTH: { retryable: false, text: 'An admin API call had no token or a wrong one.' },
+  MESH_ERR_NOT_FOUND: { retryable: false, text: 'The requested object does not exist.' },
+  MESH_ERR_BAD_REQUEST: { retryable: false, text: 'An HTTP or channel request body was malformed; the message names the field.' },
+  MESH_ERR_STORE: { retryable: false, text: 'The SQLite store could not be opened or migrated (wrong file, newer schema, permissions).' },
+  MESH_ERR_STATE_DIR: { retryable: false, text: 'The agent state dir could not be read or written, or holds damaged files.' },
+  MESH_ERR_ENDPOINTS_FILE: { retryable: true, text: 'The static endpoints file is missing or invalid; the last good endpoints are kept.' },
+  MESH_ERR_NO_ENDPOINT: { retryable: true, text: 'An upstream has no endpoint to send a connection to.' },
+  MESH_ERR_UPSTREAM_CONNECT: { retryable: true, text: 'Connecting to an upstream endpoint failed (refused, timed out, TLS handshake failed).' },
+  MESH_ERR_HTTP_MALFORMED: { retryable: false, text: 'Bytes on a proxy port are not valid HTTP/1.1; the connection is answered with 400/431 and closed.' },
+  MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },
+} as const;
+
+export type MeshErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** The one error type of mesh-agent: a stable code, a message a user can act on, and an optional cause. */
+export class MeshError extends Error {
+  readonly code: MeshErrorCode;
+  readonly retryable: boolean;
+
+  constructor(code: MeshErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'MeshError';
+    this.code = code;
+    this.retryable = ERROR_CATALOGUE[code].retryable;
+  }
+
+  toJSON(): { code: MeshErrorCode; message: string; retryable: boolean } {
+    return { code: this.code, message: this.message, retryable: this.retryable };
+  }
+}
+
+/** True when `err` is a MeshError, optionally with the given code. */
+export function isMeshError(err: unknown, code?: MeshErrorCode): err is MeshError {
+  return err instanceof MeshError && (code === undefined || err.code === code);
+}
+
+/** A short one-line text for any thrown value, for logs. */
+export function describeError(err: unknown): string {
+  if (err instanceof MeshError) return `${err.code}: ${err.message}`;
+  if (err instanceof Error) return (err as NodeJS.ErrnoException).code ? `${(err as NodeJS.ErrnoException).code}: ${err.message}` : err.message;
+  return String(err);
+}

@@ -1,0 +1,62 @@
+// Small JSON-over-HTTP helpers for the admin and enrollment APIs: bounded bodies, JSON answers, typed errors.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { MeshError, type MeshErrorCode } from '../errors';
+
+const STATUS: Partial<Record<MeshErrorCode, number>> = {
+  MESH_ERR_BAD_REQUEST: 400,
+  MESH_ERR_CSR_INVALID: 400,
+  MESH_ERR_CONFIG: 400,
+  MESH_ERR_USAGE: 400,
+  MESH_ERR_ADMIN_AUTH: 401,
+  MESH_ERR_TOKEN_UNKNOWN: 403,
+  MESH_ERR_TOKEN_TAMPERED: 403,
+  MESH_ERR_TOKEN_EXPIRED: 403,
+  MESH_ERR_TOKEN_USED: 403,
+  MESH_ERR_TOKEN_MALFORMED: 400,
+  MESH_ERR_NOT_FOUND: 404,
+};
+
+/** Reads a request body of at most `limit` bytes. @throws MeshError MESH_ERR_BAD_REQUEST when larger */
+export function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(new MeshError('MESH_ERR_BAD_REQUEST', `request body is larger than ${limit} bytes`));
+        req.destroy();
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body, null, 2)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+/** Answers with `{error: {code, message, retryable}}` and the status that fits the code (500 for unknown errors). */
+export function sendError(res: ServerResponse, err: unknown): void {
+  const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_BAD_REQUEST', (err as Error)?.message ?? String(err));
+  const status = err instanceof MeshError ? (STATUS[e.code] ?? 500) : 500;
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, status, { error: e.toJSON() });
+}
+
+/** Checks `authorization: Bearer <token>`. @throws MeshError MESH_ERR_ADMIN_AUTH */
+export function requireBearer(req: IncomingMessage, token: string, equal: (a: string, b: string) => boolean): void {
+  const h = req.headers.authorization ?? '';
+  const m = /^Bearer\s+(\S+)$/i.exec(h);
+  if (!m) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'missing admin token: send "authorization: Bearer <token>" (the token is in the data dir\'s admin-token file)');
+  if (!equal(m[1]!, token)) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'wrong admin token');
+}

@@ -1,0 +1,44 @@
+// The compiled snapshot the proxy is configured from: listeners, routes to local apps, and upstream clusters.
+
+import type { SecureContext } from 'node:tls';
+import type { SpiffeId } from '../ca';
+import type { HostPort } from '../config';
+
+export type Protocol = 'http' | 'tcp';
+
+/** A local service reachable through the inbound port, chosen by SNI. */
+export interface InboundRoute {
+  /** `<service>.<namespace>.<trust-domain>`, the SNI callers send. */
+  readonly sni: string;
+  /** The identity this node presents for the service. */
+  readonly identity: SpiffeId;
+  /** The local app. */
+  readonly target: HostPort;
+  readonly protocol: Protocol;
+}
+
+/** A local port that leads to a remote service. */
+export interface OutboundRoute {
+  readonly listen: HostPort;
+  /** The cluster (remote service) connections go to. */
+  readonly cluster: string;
+  /** The identity presented to the remote agent: the local service that calls. */
+  readonly source: SpiffeId;
+  /** The identity the remote side must prove. */
+  readonly destination: SpiffeId;
+  readonly sni: string;
+  readonly protocol: Protocol;
+}
+
+/** Key material the proxy draws on, kept current by the agent (certificates rotate under it). */
+export interface CredentialStore {
+  /** The TLS context (key, certificate, trust bundle) of a local identity, if it has one yet. */
+  contextFor(identity: SpiffeId): SecureContext | undefined;
+  readonly trustDomain: string;
+}
+
+/** The whole proxy configuration. */
+export interface ProxyConfig {
+  readonly inbound: { readonly listen: HostPort; readonly routes: readonly InboundRoute[] };
+  readonly outbound: readonly OutboundRoute[];
+}

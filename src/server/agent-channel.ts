@@ -1,0 +1,151 @@
+// The server side of the agent channel: authenticated WebSockets over mTLS that sign certificates and record agent state.
+
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { inspectCertificate, SpiffeId, type CertificateAuthority } from '../ca';
+import { describeError, MeshError } from '../errors';
+import { parseAgentMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
+import type { Store } from '../store';
+import type { Logger } from '../telemetry';
+
+/** What the channel needs from the server. */
+export interface AgentChannelDeps {
+  readonly store: Store;
+  readonly ca: CertificateAuthority;
+  readonly workloadCertTtlMs: number;
+  readonly nodeCertTtlMs: number;
+  readonly now: () => number;
+  readonly log: Logger;
+}
+
+interface Session {
+  readonly agentId: string;
+  readonly ws: WebSocket;
+  readonly connectedAt: number;
+  services: readonly ServiceRef[];
+}
+
+/** Max size of one channel message; CSRs and reports are small. */
+const MAX_MESSAGE_BYTES = 256 * 1024;
+
+export class AgentChannel {
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(private readonly deps: AgentChannelDeps) {}
+
+  /** Agents connected now, by id, with when they connected. */
+  connected(): ReadonlyMap<string, { connectedAt: number }> {
+    return this.sessions;
+  }
+
+  /** Accepts an upgrade only from a client certificate of an enrolled agent. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const tls = socket as TLSSocket;
+    const agentId = this.authenticate(tls);
+    if (!agentId) {
+      socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nthe agent channel needs an enrolled agent\'s node certificate\n');
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.open(agentId, ws, tls.remoteAddress ?? ''));
+  }
+
+  private authenticate(tls: TLSSocket): string | undefined {
+    if (!tls.authorized) return undefined;
+    const peer = tls.getPeerX509Certificate();
+    const id = peer ? inspectCertificate(peer.toString()).spiffeId : undefined;
+    const agentId = id?.trustDomain === this.deps.ca.trustDomain ? id.agentId : undefined;
+    return agentId && this.deps.store.agents.get(agentId) ? agentId : undefined;
+  }
+
+  private open(agentId: string, ws: WebSocket, address: string): void {
+    const previous = this.sessions.get(agentId);
+    if (previous) previous.ws.close(4000, 'replaced by a newer connection');
+    const session: Session = { agentId, ws, connectedAt: this.deps.now(), services: [] };
+    this.sessions.set(agentId, session);
+    const log = this.deps.log.child({ agent: agentId });
+    log.info('agent connected', { address });
+    this.deps.store.agents.touch(agentId, this.deps.now());
+    send(ws, { type: 'welcome', trustDomain: this.deps.ca.trustDomain, roots: [this.deps.ca.root.pem], agentId });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return send(ws, { type: 'error', code: 'MESH_ERR_BAD_REQUEST', message: 'binary frames are not part of the channel protocol' });
+      try {
+        this.handle(session, parseAgentMessage(data.toString()), address);
+      } catch (err) {
+        log.warn('bad channel message', { error: describeError(err) });
+        const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_BAD_REQUEST', String(err));
+        const id = (err as { requestId?: number }).requestId;
+        send(ws, { type: 'error', ...(id !== undefined ? { id } : {}), code: e.code, message: e.message });
+      }
+    });
+    ws.on('error', (err) => log.warn('agent channel error', { error: err.message }));
+    ws.on('close', () => {
+      if (this.sessions.get(agentId) === session) this.sessions.delete(agentId);
+      log.info('agent disconnected');
+    });
+  }
+
+  private handle(session: Session, msg: AgentMessage, address: string): void {
+    const now = this.deps.now();
+    switch (msg.type) {
+      case 'hello':
+        session.services = msg.services;
+        this.deps.store.agents.touch(session.agentId, now, { address: msg.address || address, services: msg.services.map((s) => `${s.namespace}/${s.name}`) });
+        return;
+      case 'report':
+        this.deps.store.agents.touch(session.agentId, now);
+        return;
+      case 'sign':
+        try {
+          send(session.ws, { type: 'signed', id: msg.id, cert: this.sign(session, msg) });
+        } catch (err) {
+          throw Object.assign(err as Error, { requestId: msg.id });
+        }
+        return;
+    }
+  }
+
+  private sign(session: Session, msg: Extract<AgentMessage, { type: 'sign' }>): string {
+    const { ca, store } = this.deps;
+    let spiffeId: SpiffeId;
+    let lifetimeMs: number;
+    if (msg.kind === 'workload') {
+      const svc = msg.service!;
+      // An agent gets identities only for services it declared in its hello (see docs/architecture.md, "Trust").
+      if (!session.services.some((s) => s.name === svc.name && s.namespace === svc.namespace)) {
+        throw new MeshError('MESH_ERR_CSR_INVALID', `service ${svc.namespace}/${svc.name} was not declared by this agent's hello`);
+      }
+      spiffeId = SpiffeId.workload(ca.trustDomain, svc.namespace, svc.name);
+      lifetimeMs = this.deps.workloadCertTtlMs;
+    } else {
+      spiffeId = SpiffeId.agent(ca.trustDomain, session.agentId);
+      lifetimeMs = this.deps.nodeCertTtlMs;
+    }
+    const cert = ca.issue({ spiffeId, csrPem: msg.csr, lifetimeMs });
+    const now = this.deps.now();
+    store.certificates.insert({
+      serial: cert.serial,
+      spiffeId: spiffeId.toString(),
+      kind: msg.kind,
+      agentId: session.agentId,
+      notBefore: cert.notBefore.getTime(),
+      notAfter: cert.notAfter.getTime(),
+      issuedAt: now,
+    });
+    this.deps.log.info('certificate issued', { agent: session.agentId, identity: spiffeId.toString(), serial: cert.serial, notAfter: cert.notAfter.toISOString() });
+    return cert.pem;
+  }
+
+  /** Closes every agent connection (agents reconnect to the next server start). */
+  close(): void {
+    for (const s of this.sessions.values()) s.ws.close(1001, 'server shutting down');
+    this.sessions.clear();
+    this.wss.close();
+  }
+}
+
+function send(ws: WebSocket, msg: ServerMessage): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+}

@@ -1,0 +1,205 @@
+// The control-plane server: opens the store and CA, serves enrollment + the agent channel (TLS) and the admin API.
+
+import { createPublicKey, randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { CertificateAuthority, generatePrivateKey, inspectCertificate, privateKeyToPem, SpiffeId } from '../ca';
+import { formatHostPort, type HostPort } from '../config';
+import { describeError, MeshError } from '../errors';
+import { parseEnrollRequest, readBody, sendError, sendJson } from '../protocol';
+import { Store } from '../store';
+import { silentLogger, type Logger } from '../telemetry';
+import { createAdminHandler } from './admin-api';
+import { AgentChannel } from './agent-channel';
+import { enrollAgent } from './enrollment';
+import type { ServerConfig } from './server-config';
+
+const SERVER_CERT_LIFETIME_MS = 365 * 86_400_000;
+
+export class MeshServer {
+  private store?: Store;
+  private ca?: CertificateAuthority;
+  private channel?: AgentChannel;
+  private agentServer?: HttpsServer;
+  private adminServer?: HttpServer;
+  private readonly log: Logger;
+  private readonly now: () => number;
+  private markReady!: () => void;
+  private readonly readyPromise = new Promise<void>((resolve) => (this.markReady = resolve));
+  /** Set when the admin token was created by this start (so the CLI prints it once). */
+  newAdminToken: string | undefined;
+
+  constructor(readonly config: ServerConfig, opts: { log?: Logger; now?: () => number } = {}) {
+    this.log = opts.log ?? silentLogger;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Opens state and binds both ports. @throws MeshError MESH_ERR_STORE | MESH_ERR_CONFIG | MESH_ERR_LISTEN */
+  async start(signal?: AbortSignal): Promise<void> {
+    const { config } = this;
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const store = (this.store = Store.open(join(config.dataDir, 'mesh.db')));
+    const ca = (this.ca = this.openCa(store));
+    const adminToken = this.adminToken();
+    const identity = this.serverIdentity(store, ca);
+    const startedAt = this.now();
+    this.channel = new AgentChannel({ store, ca, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
+
+    this.agentServer = createHttpsServer(
+      { key: identity.keyPem, cert: identity.certPem, ca: [ca.root.pem], requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
+      (req, res) => this.handleAgentHttp(req, res),
+    );
+    this.agentServer.on('upgrade', (req, socket, head) => {
+      if ((req.url ?? '').split('?')[0] === '/v1/channel') this.channel!.handleUpgrade(req, socket, head);
+      else socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+    });
+    this.agentServer.on('tlsClientError', (err, socket) => {
+      this.log.debug('TLS handshake failed on the agent port', { peer: socket.remoteAddress, error: err.message });
+    });
+    this.agentServer.on('clientError', (_err, socket) => socket.destroy());
+    this.adminServer = createHttpServer(
+      createAdminHandler({
+        store,
+        ca,
+        adminToken,
+        advertise: config.advertise,
+        listen: formatHostPort(config.listen),
+        workloadCertTtlMs: config.workloadCertTtlMs,
+        connected: () => this.channel!.connected(),
+        startedAt,
+        now: this.now,
+        log: this.log,
+      }),
+    );
+    await listen(this.agentServer, config.listen, 'agent');
+    await listen(this.adminServer, config.adminListen, 'admin');
+    signal?.addEventListener('abort', () => void this.close(), { once: true });
+    this.log.info('server ready', {
+      agents: formatHostPort(this.address('agent')),
+      admin: formatHostPort(this.address('admin')),
+      trustDomain: ca.trustDomain,
+      ca: ca.fingerprint,
+      dataDir: config.dataDir,
+    });
+    this.markReady();
+  }
+
+  /** Resolves once both ports are bound. */
+  ready(): Promise<void> {
+    return this.readyPromise;
+  }
+
+  /** The bound address of a port (useful with port 0). */
+  address(which: 'agent' | 'admin'): HostPort {
+    const a = (which === 'agent' ? this.agentServer : this.adminServer)?.address();
+    if (!a || typeof a === 'string') throw new Error(`${which} port is not bound`);
+    return { host: a.address, port: a.port };
+  }
+
+  get caFingerprint(): string {
+    return this.ca!.fingerprint;
+  }
+
+  /** Stops accepting, closes agent channels (agents keep serving and reconnect), closes the store. */
+  async close(): Promise<void> {
+    this.channel?.close();
+    await Promise.all([closeServer(this.agentServer), closeServer(this.adminServer)]);
+    this.store?.close();
+  }
+
+  /** Aborts at once. */
+  destroy(err?: Error): void {
+    if (err) this.log.error('server stopping on error', { error: describeError(err) });
+    this.agentServer?.closeAllConnections();
+    this.adminServer?.closeAllConnections();
+    void this.close();
+  }
+
+  private openCa(store: Store): CertificateAuthority {
+    const row = store.ca.active();
+    if (row) {
+      if (row.trustDomain !== this.config.trustDomain) {
+        throw new MeshError(
+          'MESH_ERR_CONFIG',
+          `the data dir ${this.config.dataDir} holds a CA for trust domain "${row.trustDomain}", but trustDomain is "${this.config.trustDomain}": a trust domain cannot change without a new CA`,
+        );
+      }
+      return CertificateAuthority.load(row, { now: this.now });
+    }
+    const ca = CertificateAuthority.create(this.config.trustDomain, { now: this.now });
+    store.ca.insert({ ...ca.material, fingerprint: ca.fingerprint, createdAt: this.now() });
+    this.log.info('created CA', { trustDomain: ca.trustDomain, fingerprint: ca.fingerprint });
+    return ca;
+  }
+
+  private adminToken(): string {
+    const file = join(this.config.dataDir, 'admin-token');
+    if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+    const token = randomBytes(24).toString('base64url');
+    writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
+    chmodSync(file, 0o600);
+    this.newAdminToken = token;
+    return token;
+  }
+
+  /** The server's TLS certificate (SPIFFE ID spiffe://<td>/server), reissued past half life. */
+  private serverIdentity(store: Store, ca: CertificateAuthority): { certPem: string; keyPem: string } {
+    const saved = store.ca.serverIdentity();
+    if (saved) {
+      const info = inspectCertificate(saved.certPem);
+      const half = info.notBefore.getTime() + (info.notAfter.getTime() - info.notBefore.getTime()) / 2;
+      if (this.now() < half && info.x509.checkIssued(ca.root.x509)) return saved;
+    }
+    const key = generatePrivateKey();
+    const cert = ca.issue({ spiffeId: SpiffeId.server(ca.trustDomain), publicKey: createPublicKey(key), lifetimeMs: SERVER_CERT_LIFETIME_MS, dnsNames: ['localhost'] });
+    const keyPem = privateKeyToPem(key);
+    store.ca.saveServerIdentity(cert.pem, keyPem);
+    store.certificates.insert({ serial: cert.serial, spiffeId: cert.spiffeId.toString(), kind: 'server', agentId: null, notBefore: cert.notBefore.getTime(), notAfter: cert.notAfter.getTime(), issuedAt: this.now() });
+    return { certPem: cert.pem, keyPem };
+  }
+
+  private handleAgentHttp(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
+    void (async () => {
+      try {
+        const path = (req.url ?? '/').split('?')[0];
+        if (req.method === 'GET' && path === '/v1/bundle') {
+          sendJson(res, 200, { trustDomain: this.ca!.trustDomain, roots: [this.ca!.root.pem] });
+        } else if (req.method === 'POST' && path === '/v1/enroll') {
+          const body = parseEnrollRequest(await readBody(req));
+          const address = (req.socket as TLSSocket).remoteAddress ?? '';
+          const answer = enrollAgent(body, address, { store: this.store!, ca: this.ca!, nodeCertTtlMs: this.config.nodeCertTtlMs, now: this.now });
+          this.log.info('agent enrolled', { agent: answer.agentId, node: body.nodeName, token: body.tokenId, address });
+          sendJson(res, 200, answer);
+        } else {
+          throw new MeshError('MESH_ERR_NOT_FOUND', `no route ${req.method} ${path} on the agent port`);
+        }
+      } catch (err) {
+        this.log.warn('agent port request refused', { path: req.url, error: describeError(err) });
+        sendError(res, err);
+      }
+    })();
+  }
+}
+
+function listen(server: HttpServer | HttpsServer, at: HostPort, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void =>
+      reject(new MeshError('MESH_ERR_LISTEN', `cannot listen for ${what} on ${formatHostPort(at)}: ${err.code ?? err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen(at.port, at.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: HttpServer | HttpsServer | undefined): Promise<void> {
+  if (!server?.listening) return Promise.resolve();
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+  });
+}

@@ -1,0 +1,7 @@
+// The server's SQLite store. better-sqlite3 is used only inside this folder.
+export { Store } from './store';
+export { MIGRATIONS, type Migration } from './migrations';
+export type { CaRow } from './ca-repository';
+export type { TokenRow } from './token-repository';
+export type { AgentRow } from './agent-repository';
+export type { CertificateRow } from './certificate-repository';
