@@ -91,6 +91,11 @@ export class MeshAgent {
     void this.waitUntilReady();
   }
 
+  /** The bound addresses (useful with port 0). */
+  addresses(): { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } {
+    return this.bound;
+  }
+
   /** Resolves when every identity has a certificate and every port is bound. */
   ready(): Promise<void> {
     return this.readyPromise;

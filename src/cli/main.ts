@@ -76,10 +76,17 @@ export function buildProgram(): Command {
       const config = loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
       const joinToken = (opts.join as string | undefined) ?? process.env.MESH_JOIN_TOKEN;
       const agent = new MeshAgent(config, { ...(joinToken ? { joinToken } : {}), log: createLogger({ format: opts.logFormat as LogFormat, base: { component: 'agent', node: config.nodeName } }) });
-      await runUntilSignal(agent, () => process.stdout.write(`mesh-agent agent ready: node ${config.nodeName}, ${config.services.length} service(s)\n`));
+      await runUntilSignal(agent, () => {
+        const a = agent.addresses();
+        const fmt = (hp?: { host: string; port: number }): string => (hp ? `${hp.host}:${hp.port}` : '-');
+        process.stdout.write(`mesh-agent agent ready: node ${config.nodeName}, inbound ${fmt(a.inbound)}, admin ${fmt(a.admin)}, ${config.services.length} service(s)\n`);
+      });
     });
 
-  const token = program.command('token').description('manage join tokens (server admin API)');
+  const token = program
+    .command('token')
+    .description('manage join tokens (server admin API)')
+    .addHelpText('after', examples(['mesh-agent token create --ttl 1h', 'mesh-agent token list -o json']));
   adminOptions(
     token
       .command('create')
@@ -98,7 +105,7 @@ export function buildProgram(): Command {
     else process.stdout.write(`${res.token as string}\n`);
     if (opts.output !== 'json') process.stderr.write(`token ${res.id as string}: ${res.uses as number} use(s), expires ${res.expiresAt as string}, server ${res.server as string}\n`);
   });
-  adminOptions(token.command('list').description('list join tokens (never their secrets)').addOption(output())).action(async (opts: AdminFlags & { output: string }) => {
+  adminOptions(token.command('list').description('list join tokens (never their secrets)').addOption(output()).addHelpText('after', examples(['mesh-agent token list', 'mesh-agent token list -o json --data-dir /var/lib/mesh-server']))).action(async (opts: AdminFlags & { output: string }) => {
     const res = await adminCall(opts, 'GET', '/v1/tokens');
     if (opts.output === 'json') return json(res);
     for (const t of res.tokens as { id: string; used: number; maxUses: number; expiresAt: number | null; description: string }[]) {
@@ -123,7 +130,10 @@ export function buildProgram(): Command {
     return opts.output === 'json' ? json(res) : printServerStatus(res);
   });
 
-  const ca = program.command('ca').description('the mesh certificate authority');
+  const ca = program
+    .command('ca')
+    .description('the mesh certificate authority')
+    .addHelpText('after', examples(['mesh-agent ca show']));
   adminOptions(
     ca
       .command('show')
@@ -141,6 +151,7 @@ export function buildProgram(): Command {
     .command('version')
     .description('print the version')
     .addOption(output())
+    .addHelpText('after', examples(['mesh-agent version', 'mesh-agent version -o json']))
     .action((opts: { output: string }) => {
       const v = { version: MESH_VERSION, node: process.version, platform: `${process.platform}-${process.arch}` };
       if (opts.output === 'json') json(v);

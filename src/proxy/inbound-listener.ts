@@ -1,5 +1,6 @@
 // The inbound mTLS port: SNI picks the local service and its certificate; the caller must prove a mesh workload identity.
 
+import { createHash } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
 import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../ca';
@@ -100,7 +101,8 @@ export class InboundListener {
 
   /** HTTP: every request head gets the caller's verified identity as x-forwarded-client-cert (Envoy's format). */
   private pipeHttp(socket: TLSSocket, app: import('node:net').Socket, local: SpiffeId, peer: SpiffeId): void {
-    const framer = new Http1RequestFramer({ xfcc: `By=${local};URI=${peer}` });
+    const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
+    const framer = new Http1RequestFramer({ xfcc: `By=${local};Hash=${hash};URI=${peer}` });
     framer.on('error', (err) => {
       this.stats.malformed++;
       this.log.warn('malformed HTTP request on inbound connection', { peer: peer.toString(), error: err.message });

@@ -3,8 +3,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { Http1RequestFramer, HttpFramingError, errorResponse } from '../src/proxy/http1-request-framer';
-import { isMeshError } from '../src/errors';
+import { Http1RequestFramer, HttpFramingError, errorResponse } from '../../src/proxy/http1-request-framer';
+import { isMeshError } from '../../src/errors';
 
 const XFCC = 'By=spiffe://mesh.local/ns/default/sa/api;Hash=9f2c;URI=spiffe://mesh.local/ns/default/sa/web';
 const INJ = `x-forwarded-client-cert: ${XFCC}\r\n`;

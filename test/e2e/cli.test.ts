@@ -1,0 +1,65 @@
+// The command line itself: help with examples on every command, clear errors for bad flags and configs.
+
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { runMeshAgent, tempDir } from '../helpers/processes';
+
+const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['version'], ['demo']];
+
+describe('mesh-agent CLI', () => {
+  const tmp = tempDir();
+  after(() => tmp.cleanup());
+
+  for (const cmd of COMMANDS) {
+    it(`mesh-agent ${cmd.join(' ') || '(top)'} --help describes itself with examples`, async () => {
+      const r = await runMeshAgent([...cmd, '--help']);
+      assert.equal(r.code, 0);
+      assert.match(r.stdout, /^Usage: mesh-agent/m);
+      assert.match(r.stdout, /Examples:\n {2}\$ mesh-agent/);
+    });
+  }
+
+  it('reports every mistake of an agent config at once, with field paths and lines', async () => {
+    const file = join(tmp.dir, 'bad.yaml');
+    writeFileSync(file, 'services:\n  - name: web\n    port: 99999\n    protocl: http\n');
+    const r = await runMeshAgent(['agent', '--config', file]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /MESH_ERR_CONFIG: invalid agent configuration in .*bad\.yaml \(2 problems\)/);
+    assert.match(r.stderr, /services\[0\]\.port \(.*bad\.yaml:3\): got 99999, expected an integer from 1 to 65535/);
+    assert.match(r.stderr, /services\[0\]\.protocl \(.*bad\.yaml:4\): unknown field/);
+  });
+
+  it('names the flag a bad value came from', async () => {
+    const r = await runMeshAgent(['server', '--data-dir', join(tmp.dir, 's'), '--listen', 'nowhere', '--workload-cert-ttl', 'soon']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /listen \(from --listen\): got "nowhere", expected an address "host:port"/);
+    assert.match(r.stderr, /workloadCertTtl \(from --workload-cert-ttl\): got "soon", expected a duration/);
+  });
+
+  it('names the environment variable a bad value came from', async () => {
+    const r = await runMeshAgent(['agent'], { MESH_ADMIN_LISTEN: '127.0.0.1:http' });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /admin\.listen \(from env MESH_ADMIN_LISTEN\)/);
+  });
+
+  it('rejects an unknown option with usage help and exit code 1', async () => {
+    const r = await runMeshAgent(['server', '--no-such-flag']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /unknown option '--no-such-flag'/);
+  });
+
+  it('prints the version as text and JSON', async () => {
+    const r = await runMeshAgent(['version', '-o', 'json']);
+    const v = JSON.parse(r.stdout) as { version: string; node: string };
+    assert.match(v.version, /^\d+\.\d+\.\d+/);
+    assert.equal(v.node, process.version);
+  });
+
+  it('says how to reach the server when the admin API is not there', async () => {
+    const r = await runMeshAgent(['status', '--admin', '127.0.0.1:1', '--admin-token', 'x']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /MESH_ERR_SERVER_UNREACHABLE: cannot reach the admin API at http:\/\/127\.0\.0\.1:1/);
+  });
+});

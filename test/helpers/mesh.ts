@@ -1,0 +1,81 @@
+// A test mesh of real processes: one server, agents that enroll with tokens, and cleanup of all of them.
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { meshAgent, runMeshAgent, tempDir, type Proc } from './processes';
+
+export interface ServerHandle {
+  readonly proc: Proc;
+  readonly dataDir: string;
+  readonly agentAddr: string;
+  readonly adminAddr: string;
+  readonly fingerprint: string;
+}
+
+export interface AgentHandle {
+  readonly proc: Proc;
+  readonly stateDir: string;
+  readonly configFile: string;
+  readonly inbound: string;
+  readonly admin: string;
+}
+
+/** Owns every process and directory a test makes, and removes them in `close()`. */
+export class TestMesh {
+  readonly root: string;
+  private readonly cleanupDir: () => void;
+  private readonly procs: Proc[] = [];
+
+  constructor() {
+    const t = tempDir();
+    this.root = t.dir;
+    this.cleanupDir = t.cleanup;
+  }
+
+  track(p: Proc): Proc {
+    this.procs.push(p);
+    return p;
+  }
+
+  async startServer(extra: string[] = [], dataDir = join(this.root, 'server')): Promise<ServerHandle> {
+    const proc = this.track(meshAgent('server', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...extra]));
+    const m = await proc.waitFor(/server ready: agents on ([\d.]+:\d+), admin on http:\/\/([\d.]+:\d+), CA (sha256:[0-9a-f]+)/);
+    return { proc, dataDir, agentAddr: m[1]!, adminAddr: m[2]!, fingerprint: m[3]! };
+  }
+
+  /** Creates a join token through the CLI; the server's advertise address is its bound agent port. */
+  async token(server: ServerHandle, opts: { ttl?: string; uses?: number } = {}): Promise<string> {
+    const r = await runMeshAgent(['token', 'create', '--admin', server.adminAddr, '--data-dir', server.dataDir, '--server', server.agentAddr, '--ttl', opts.ttl ?? '10m', '--uses', String(opts.uses ?? 1), '-o', 'json']);
+    if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`);
+    return (JSON.parse(r.stdout) as { token: string }).token;
+  }
+
+  /** Writes an agent config (YAML text with `{{root}}` replaced) and returns its path. */
+  writeConfig(name: string, yaml: string): string {
+    const file = join(this.root, name);
+    writeFileSync(file, yaml.replaceAll('{{root}}', this.root));
+    return file;
+  }
+
+  /** Starts an agent and waits until it is ready (all certificates issued). */
+  async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[] } = {}): Promise<AgentHandle> {
+    const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
+    const args = ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : []), ...(opts.extra ?? [])];
+    const proc = this.track(meshAgent(name, args));
+    const m = await proc.waitFor(/agent ready: node \S+, inbound ([\d.]+:\d+), admin ([\d.]+:\d+)/);
+    return { proc, stateDir, configFile, inbound: m[1]!, admin: m[2]! };
+  }
+
+  /** Starts an agent that is expected to fail; resolves with its exit code and output. */
+  async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string } = {}): Promise<{ code: number | null; stderr: string }> {
+    const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
+    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])]));
+    const code = await proc.exited;
+    return { code, stderr: proc.stderr };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.procs.map((p) => p.stop('SIGKILL')));
+    this.cleanupDir();
+  }
+}
