@@ -1,9 +1,9 @@
 // The agent's configuration: file + MESH_* environment + flags, validated once (every problem reported) and frozen.
 
 import { hostname } from 'node:os';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
-import { deepFreeze, emptySource, FieldReader, overlay, ProblemList, readConfigFile, type HostPort } from '../config';
+import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 
 export type ServiceProtocol = 'http' | 'tcp';
 
@@ -51,7 +51,7 @@ export const AGENT_SETTINGS = [
   { flag: 'inbound-listen', env: 'MESH_INBOUND_LISTEN', path: 'inbound.listen' },
   { flag: 'admin-listen', env: 'MESH_ADMIN_LISTEN', path: 'admin.listen' },
   { flag: 'endpoints-file', env: 'MESH_ENDPOINTS_FILE', path: 'endpointsFile' },
-] as const;
+] as const satisfies readonly LayeredSetting[];
 
 export const AGENT_DEFAULTS = {
   stateDir: './mesh-agent-state',
@@ -65,25 +65,15 @@ const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, su
 
 /**
  * Builds the agent config from an optional file, the environment and flags (flags win, then env, then file).
- * Relative paths in the file are relative to the file.
+ * Relative paths in the file are relative to the file; those from flags and env to the working directory.
  * @throws MeshError MESH_ERR_CONFIG listing every problem with its field path (and line)
  */
 export function loadAgentConfig(opts: { file?: string; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv }): AgentConfig {
-  const source = opts.file ? readConfigFile(opts.file) : emptySource();
-  const base = opts.file ? dirname(resolve(opts.file)) : process.cwd();
-  const problems = new ProblemList(source);
-  const data = source.data as Record<string, unknown>;
-  if (typeof data === 'object' && data !== null && !Array.isArray(data)) {
-    for (const s of AGENT_SETTINGS) {
-      const fromEnv = opts.env?.[s.env];
-      if (fromEnv !== undefined && fromEnv !== '') overlay(data, s.path, fromEnv, `env ${s.env}`, problems);
-      const fromFlag = opts.flags?.[s.flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())];
-      if (fromFlag !== undefined) overlay(data, s.path, fromFlag, `--${s.flag}`, problems);
-    }
-  }
+  const { data, problems, baseDir } = readLayers(AGENT_SETTINGS, opts);
+  const base = (path: string): string => (problems.origins.has(path) ? process.cwd() : baseDir);
   const r = new FieldReader(data, [], problems);
   const nodeName = r.string('nodeName', hostname(), { pattern: /^[A-Za-z0-9._-]{1,253}$/, hint: 'letters, digits, ".", "_" and "-"' });
-  const stateDir = resolve(base, r.string('stateDir', AGENT_DEFAULTS.stateDir));
+  const stateDir = resolve(base('stateDir'), r.string('stateDir', AGENT_DEFAULTS.stateDir));
   const server = r.has('server') ? r.string('server', '', { pattern: /^[^\s:]+:\d{1,5}$/, hint: 'an address "host:port" such as "10.0.0.5:15010"' }) : undefined;
   const inboundR = r.object('inbound');
   const inbound = inboundR.hostPort('listen', AGENT_DEFAULTS.inbound);
@@ -92,7 +82,7 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const admin = adminR.hostPort('listen', AGENT_DEFAULTS.admin, '127.0.0.1');
   adminR.done();
   const address = r.string('address', inbound.host === '0.0.0.0' || inbound.host === '::' ? '127.0.0.1' : inbound.host);
-  const endpointsFile = r.has('endpointsFile') ? resolve(base, r.string('endpointsFile', '')) : undefined;
+  const endpointsFile = r.has('endpointsFile') ? resolve(base('endpointsFile'), r.string('endpointsFile', '')) : undefined;
   const services = r.list('services').map(readService);
   r.done();
   checkConflicts(services, inbound, admin, r);

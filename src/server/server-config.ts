@@ -2,7 +2,7 @@
 
 import { networkInterfaces } from 'node:os';
 import { resolve } from 'node:path';
-import { deepFreeze, emptySource, FieldReader, overlay, ProblemList, readConfigFile, formatHostPort, type HostPort } from '../config';
+import { deepFreeze, FieldReader, formatHostPort, readLayers, type HostPort, type LayeredSetting } from '../config';
 
 /** Validated server settings. Durations are milliseconds. */
 export interface ServerConfig {
@@ -31,7 +31,7 @@ export const SERVER_SETTINGS = [
   { flag: 'trust-domain', env: 'MESH_TRUST_DOMAIN', path: 'trustDomain' },
   { flag: 'workload-cert-ttl', env: 'MESH_WORKLOAD_CERT_TTL', path: 'workloadCertTtl' },
   { flag: 'node-cert-ttl', env: 'MESH_NODE_CERT_TTL', path: 'nodeCertTtl' },
-] as const;
+] as const satisfies readonly LayeredSetting[];
 
 export const SERVER_DEFAULTS = {
   dataDir: './mesh-server-data',
@@ -54,17 +54,7 @@ function defaultAdvertiseHost(): string {
  * @throws MeshError MESH_ERR_CONFIG listing every problem
  */
 export function loadServerConfig(opts: { file?: string; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv }): ServerConfig {
-  const source = opts.file ? readConfigFile(opts.file) : emptySource();
-  const problems = new ProblemList(source);
-  const data = (typeof source.data === 'object' && source.data !== null && !Array.isArray(source.data) ? { ...(source.data as object) } : source.data) as Record<string, unknown>;
-  if (typeof data === 'object' && data !== null && !Array.isArray(data)) {
-    for (const s of SERVER_SETTINGS) {
-      const fromEnv = opts.env?.[s.env];
-      if (fromEnv !== undefined && fromEnv !== '') overlay(data, s.path, fromEnv, `env ${s.env}`, problems);
-      const fromFlag = opts.flags?.[camel(s.flag)];
-      if (fromFlag !== undefined) overlay(data, s.path, fromFlag, `--${s.flag}`, problems);
-    }
-  }
+  const { data, problems } = readLayers(SERVER_SETTINGS, opts);
   const r = new FieldReader(data, [], problems);
   const dataDir = resolve(r.string('dataDir', SERVER_DEFAULTS.dataDir));
   const listen = r.hostPort('listen', SERVER_DEFAULTS.listen);
@@ -77,9 +67,4 @@ export function loadServerConfig(opts: { file?: string; flags?: Record<string, u
   r.done();
   problems.throwIfAny(`server configuration${opts.file ? ` in ${opts.file}` : ''}`);
   return deepFreeze({ dataDir, listen, advertise: formatHostPort(advertise), adminListen, trustDomain, workloadCertTtlMs, nodeCertTtlMs });
-}
-
-/** "data-dir" -> "dataDir", as commander names parsed options. */
-export function camel(flag: string): string {
-  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }

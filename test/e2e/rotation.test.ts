@@ -8,7 +8,6 @@ import { after, describe, it } from 'node:test';
 import { startHttpApp } from '../helpers/apps';
 import { RawHttpConnection } from '../helpers/http-raw';
 import { TestMesh } from '../helpers/mesh';
-import { freePort } from '../helpers/processes';
 
 const hashOf = (xfcc: string): string => /Hash=([0-9a-f]{64})/.exec(xfcc)![1]!;
 const certHash = (file: string): string => createHash('sha256').update(new X509Certificate(readFileSync(file)).raw).digest('hex');
@@ -24,14 +23,7 @@ describe('workload certificate rotation', () => {
   it('renews at half life without dropping a long-running connection; new connections present the new certificate', async () => {
     const server = await mesh.startServer(['--workload-cert-ttl', '10s']);
     api = await startHttpApp('api');
-    const b = await mesh.startAgent('node-b', mesh.writeConfig('b.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices:\n  - { name: api, port: ${api.port}, protocol: http }\n`), { join: await mesh.token(server) });
-    mesh.writeConfig('endpoints.yaml', `services:\n  api: [{ address: 127.0.0.1, port: ${b.inbound.split(':')[1]} }]\n`);
-    const upstream = await freePort();
-    const a = await mesh.startAgent(
-      'node-a',
-      mesh.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams: [{ service: api, port: ${upstream} }]\n`),
-      { join: await mesh.token(server) },
-    );
+    const { a, upstream } = await mesh.startPair(server, api.port);
     const certFile = join(a.stateDir, 'workloads', 'default.web.crt');
     const first = new X509Certificate(readFileSync(certFile));
     const lifetime = Date.parse(first.validTo) - Date.parse(first.validFrom);

@@ -19,14 +19,7 @@ describe('server restart', () => {
     const listen = ['--listen', `127.0.0.1:${await freePort()}`, '--admin-listen', `127.0.0.1:${await freePort()}`];
     const server = await mesh.startServer(listen);
     api = await startHttpApp('api');
-    const b = await mesh.startAgent('node-b', mesh.writeConfig('b.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices:\n  - { name: api, port: ${api.port}, protocol: http }\n`), { join: await mesh.token(server) });
-    mesh.writeConfig('endpoints.yaml', `services:\n  api: [{ address: 127.0.0.1, port: ${b.inbound.split(':')[1]} }]\n`);
-    const upstream = await freePort();
-    const a = await mesh.startAgent(
-      'node-a',
-      mesh.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    upstreams: [{ service: api, port: ${upstream} }]\n`),
-      { join: await mesh.token(server) },
-    );
+    const { a, b, upstream } = await mesh.startPair(server, api.port);
     const call = async (): Promise<number> => (await request(`http://127.0.0.1:${upstream}/`, { headersTimeout: 5000 })).statusCode;
     assert.equal(await call(), 200);
 

@@ -2,7 +2,7 @@
 
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { meshAgent, runMeshAgent, tempDir, type Proc } from './processes';
+import { freePort, meshAgent, runMeshAgent, tempDir, type Proc } from './processes';
 
 export interface ServerHandle {
   readonly proc: Proc;
@@ -72,6 +72,22 @@ export class TestMesh {
     const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])]));
     const code = await proc.exited;
     return { code, stderr: proc.stderr };
+  }
+
+  /**
+   * The two-node shape most tests need: node-b runs `api` (protocol http, the app on `apiPort`), node-a runs
+   * `web` with an upstream to api on a local port. Resolves when both agents are ready.
+   */
+  async startPair(server: ServerHandle, apiPort: number): Promise<{ a: AgentHandle; b: AgentHandle; upstream: number }> {
+    const b = await this.startAgent('node-b', this.writeConfig('b.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices:\n  - { name: api, port: ${apiPort}, protocol: http }\n`), { join: await this.token(server) });
+    this.writeConfig('endpoints.yaml', `services:\n  api: [{ address: 127.0.0.1, port: ${b.inbound.split(':')[1]} }]\n`);
+    const upstream = await freePort();
+    const a = await this.startAgent(
+      'node-a',
+      this.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams: [{ service: api, port: ${upstream} }]\n`),
+      { join: await this.token(server) },
+    );
+    return { a, b, upstream };
   }
 
   async close(): Promise<void> {
