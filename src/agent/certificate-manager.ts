@@ -160,14 +160,16 @@ export class CertificateManager extends EventEmitter implements CredentialStore 
       if (!cert.spiffeId?.equals(m.identity)) throw new MeshError('MESH_ERR_CERT_INVALID', `the server signed ${cert.spiffeId ?? 'no identity'}, expected ${m.identity}`);
       const pub = createPublicKey(key).export({ type: 'spki', format: 'der' });
       if (!cert.x509.publicKey.export({ type: 'spki', format: 'der' }).equals(pub)) throw new MeshError('MESH_ERR_CERT_INVALID', 'the signed certificate is not for our key');
+      // Closed while the request was in flight: write nothing more.
+      if (this.closed) return;
       const keyPem = privateKeyToPem(key);
+      if (m.cert) m.renewals++;
       this.state.write(`${m.file}.key`, keyPem, 0o600);
       this.state.write(`${m.file}.crt`, certPem, 0o644);
       m.keyPem = keyPem;
       m.cert = cert;
       // New connections pick up the new context; open ones keep the one they handshook with.
       m.context = this.makeContext(keyPem, certPem);
-      m.renewals++;
       m.lastError = undefined;
       m.backoff.reset();
       this.log.info('certificate issued', { identity: m.identity.toString(), serial: cert.serial, notAfter: cert.notAfter.toISOString() });

@@ -1,9 +1,9 @@
 // The mesh certificate authority: a self-signed ECDSA root that signs node, server and workload certificates.
 
-import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { MeshError } from '../errors';
 import { inspectCertificate, type CertificateInfo } from './certificate-info';
-import { generatePrivateKey, privateKeyToPem } from './keys';
+import { generatePrivateKey, privateKeyFromPem, privateKeyToPem } from './keys';
 import { SpiffeId, checkTrustDomain } from './spiffe-id';
 import { buildCertificate, parseCsr, toPem } from './x509';
 
@@ -39,7 +39,7 @@ export class CertificateAuthority {
 
   private constructor(readonly material: CaMaterial, private readonly now: () => number) {
     this.root = inspectCertificate(material.certPem);
-    this.key = createPrivateKey(material.keyPem);
+    this.key = privateKeyFromPem(material.keyPem, 'CA key');
     this.rootDer = this.root.x509.raw;
     if (!this.root.x509.checkPrivateKey(this.key)) throw new MeshError('MESH_ERR_CERT_INVALID', 'the CA key does not match the CA certificate');
   }

@@ -1,7 +1,7 @@
 // Reads a YAML or JSON config file into plain data, remembering where each field sits so errors can name its line.
 
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, isNode } from 'yaml';
+import { isMap, isNode, isScalar, LineCounter, parseDocument } from 'yaml';
 import { MeshError } from '../errors';
 
 /** Parsed config data plus a way to find the line of any field path. */
@@ -31,6 +31,15 @@ export function parseConfigText(text: string, name: string): ConfigSource {
     name,
     data,
     lineOf(path) {
+      // A field's line is its key's line (a block value starts on the next one); list items have no key.
+      const last = path[path.length - 1];
+      if (typeof last === 'string') {
+        const parent = path.length === 1 ? doc.contents : doc.getIn(path.slice(0, -1) as (string | number)[], true);
+        if (isMap(parent)) {
+          const pair = parent.items.find((p) => isScalar(p.key) && String(p.key.value) === last);
+          if (pair && isNode(pair.key) && pair.key.range) return lineCounter.linePos(pair.key.range[0]).line;
+        }
+      }
       const node = doc.getIn(path as (string | number)[], true);
       if (!isNode(node) || !node.range) return undefined;
       return lineCounter.linePos(node.range[0]).line;

@@ -76,7 +76,9 @@ export class FieldReader {
     return this.obj[key];
   }
 
+  /** True when `key` has a value; null counts as absent. Marks the key as known. */
   has(key: string): boolean {
+    this.seen.add(key);
     return this.obj[key] !== undefined && this.obj[key] !== null;
   }
 

@@ -17,12 +17,17 @@ import { endpointKey, serviceKeyString, type DiscoverySource, type DiscoveryUpda
  * @throws MeshError MESH_ERR_ENDPOINTS_FILE listing every problem
  */
 export function readEndpointsFile(file: string): Map<string, Endpoint[]> {
-  let source;
   try {
-    source = readConfigFile(file);
+    return parseEndpoints(file);
   } catch (err) {
-    throw new MeshError('MESH_ERR_ENDPOINTS_FILE', (err as Error).message, { cause: err });
+    const e = new MeshError('MESH_ERR_ENDPOINTS_FILE', (err as Error).message, { cause: err });
+    const problems = (err as { problems?: unknown }).problems;
+    throw problems ? Object.assign(e, { problems }) : e;
   }
+}
+
+function parseEndpoints(file: string): Map<string, Endpoint[]> {
+  const source = readConfigFile(file);
   const problems = new ProblemList(source);
   const root = new FieldReader(source.data, [], problems);
   const servicesRaw = root.raw('services');
@@ -56,12 +61,13 @@ export class StaticFileSource implements DiscoverySource {
   private current: Map<string, Endpoint[]>;
   private readonly watchers = new Map<string, Set<(u: DiscoveryUpdate) => void>>();
   private readonly log: Logger;
+  private readonly onChange = (): void => void this.reload();
 
   /** @throws MeshError MESH_ERR_ENDPOINTS_FILE when the file is invalid at start */
   constructor(readonly file: string, opts: { log?: Logger; pollMs?: number } = {}) {
     this.log = opts.log ?? silentLogger;
     this.current = readEndpointsFile(file);
-    watchFile(file, { interval: opts.pollMs ?? 1000, persistent: false }, () => this.reload());
+    watchFile(file, { interval: opts.pollMs ?? 1000, persistent: false }, this.onChange);
   }
 
   watch(service: ServiceKey, onUpdate: (update: DiscoveryUpdate) => void): () => void {
@@ -94,7 +100,7 @@ export class StaticFileSource implements DiscoverySource {
   }
 
   close(): void {
-    unwatchFile(this.file);
+    unwatchFile(this.file, this.onChange);
     this.watchers.clear();
   }
 
