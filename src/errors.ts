@@ -26,6 +26,8 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_UPSTREAM_CONNECT: { retryable: true, text: 'Connecting to an upstream endpoint failed (refused, timed out, TLS handshake failed).' },
   MESH_ERR_HTTP_MALFORMED: { retryable: false, text: 'Bytes on a proxy port are not valid HTTP/1.1; the connection is answered with 400/431 and closed.' },
   MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },
+  MESH_ERR_INTERNAL: { retryable: true, text: 'An unexpected failure inside mesh-agent; the message and the log say what. Please report it.' },
+  MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
 } as const;
 
 export type MeshErrorCode = keyof typeof ERROR_CATALOGUE;
@@ -39,7 +41,8 @@ export class MeshError extends Error {
     super(message, options);
     this.name = 'MeshError';
     this.code = code;
-    this.retryable = ERROR_CATALOGUE[code].retryable;
+    // A code from a newer peer may not be in this catalogue: keep it, and assume retrying will not help.
+    this.retryable = ERROR_CATALOGUE[code]?.retryable ?? false;
   }
 
   toJSON(): { code: MeshErrorCode; message: string; retryable: boolean } {

@@ -12,6 +12,8 @@ export interface UpstreamConfig {
   readonly service: string;
   readonly namespace: string;
   readonly listen: HostPort;
+  /** http: requests are parsed, routed and balanced one by one over pooled connections; tcp: bytes. @default tcp */
+  readonly protocol: ServiceProtocol;
 }
 
 /** A service running on this node. */
@@ -101,8 +103,9 @@ function readService(s: FieldReader): LocalServiceConfig {
     const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
     const uport = u.port('port', 0, { required: true });
     const bind = u.string('bind', '127.0.0.1');
+    const uprotocol = u.oneOf('protocol', ['http', 'tcp'] as const, AGENT_DEFAULTS.protocol);
     u.done();
-    return { service, namespace: ns, listen: { host: bind, port: uport } };
+    return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });
   s.done();
   return { name, namespace, target: { host, port }, protocol, upstreams };

@@ -4,7 +4,7 @@ import { EventEmitter } from 'node:events';
 import { createPublicKey } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { buildCsr, generatePrivateKey, inspectCertificate, privateKeyFromPem, privateKeyToPem, SpiffeId, type CertificateInfo } from '../ca';
-import { describeError, MeshError } from '../errors';
+import { describeError, isMeshError, MeshError } from '../errors';
 import type { ServiceRef } from '../protocol';
 import type { CredentialStore } from '../proxy';
 import type { Logger } from '../telemetry';
@@ -179,7 +179,9 @@ export class CertificateManager extends EventEmitter implements CredentialStore 
       m.lastError = describeError(err);
       const untilExpiry = m.cert ? m.cert.notAfter.getTime() - this.clock.now() : Infinity;
       const wait = Math.max(100, Math.min(m.backoff.next(), untilExpiry > 0 ? untilExpiry / 4 : 1000));
-      this.log.warn('certificate request failed, will retry', { identity: m.identity.toString(), inMs: wait, error: m.lastError });
+      // Before the first certificate the channel is often still opening: that is waiting, not a failure.
+      const waiting = !m.cert && isMeshError(err, 'MESH_ERR_SERVER_UNREACHABLE');
+      (waiting ? this.log.info : this.log.warn)(waiting ? 'waiting for the server to issue a certificate' : 'certificate request failed, will retry', { identity: m.identity.toString(), inMs: wait, error: m.lastError });
       this.schedule(m, wait);
     }
   }

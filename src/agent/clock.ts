@@ -7,11 +7,35 @@ export interface Clock {
   clearTimeout(handle: { unref?(): unknown }): void;
 }
 
+/** Node caps one timer at 2^31-1 ms (24.8 days); longer waits are chained. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+class LongTimer {
+  private t: NodeJS.Timeout;
+  private unrefd = false;
+  constructor(fn: () => void, ms: number) {
+    this.t = this.arm(fn, Date.now() + ms);
+  }
+  private arm(fn: () => void, at: number): NodeJS.Timeout {
+    const left = at - Date.now();
+    const t = left > MAX_TIMER_MS ? setTimeout(() => (this.t = this.arm(fn, at)), MAX_TIMER_MS) : setTimeout(fn, Math.max(0, left));
+    if (this.unrefd) t.unref();
+    return t;
+  }
+  unref(): this {
+    this.unrefd = true;
+    this.t.unref();
+    return this;
+  }
+  clear(): void {
+    clearTimeout(this.t);
+  }
+}
+
 export const systemClock: Clock = {
   now: () => Date.now(),
-  // Node caps timers at 2^31-1 ms; a longer wait is re-armed by the caller's own logic.
-  setTimeout: (fn, ms) => setTimeout(fn, Math.min(ms, 2 ** 31 - 1)),
-  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+  setTimeout: (fn, ms) => new LongTimer(fn, ms),
+  clearTimeout: (h) => (h as LongTimer).clear(),
 };
 
 /** Exponential backoff with full jitter, capped. */

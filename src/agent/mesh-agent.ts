@@ -50,6 +50,7 @@ export class MeshAgent {
   async start(signal?: AbortSignal): Promise<void> {
     const { config } = this;
     this.state = new StateDir(config.stateDir);
+    this.state.lock();
     this.enrollment = await this.enroll();
     const td = this.enrollment.trustDomain;
     const roots = splitPemBundle(this.state.read('roots.pem') ?? '');
@@ -108,6 +109,7 @@ export class MeshAgent {
     this.certs?.close();
     this.discovery?.close();
     await Promise.all([this.inbound?.close(), ...this.outbound.map((o) => o.close()), this.admin?.close()]);
+    this.state?.unlock();
   }
 
   destroy(err?: Error): void {
@@ -126,7 +128,7 @@ export class MeshAgent {
     }
     const token = parseJoinToken(this.opts.joinToken);
     this.log.info('enrolling', { server: token.server, token: token.id });
-    const res = await enrollWithToken(token, this.config.nodeName);
+    const res = await enrollWithToken(this.config.server ? { ...token, server: this.config.server } : token, this.config.nodeName);
     this.state.write('node.key', res.nodeKeyPem, 0o600);
     this.state.write('node.crt', res.nodeCert, 0o644);
     this.state.write('roots.pem', res.roots.join(''), 0o644);
@@ -168,7 +170,7 @@ export class MeshAgent {
           source: SpiffeId.workload(td, s.namespace, s.name),
           destination: SpiffeId.workload(td, u.namespace, u.service),
           sni: `${u.service}.${u.namespace}.${td}`,
-          protocol: s.protocol,
+          protocol: u.protocol,
         };
         const listener = new OutboundListener(route, cluster, connector, this.certs, this.log);
         this.bound.upstreams[`${s.name}->${u.service}`] = await listener.listen();

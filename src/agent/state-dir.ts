@@ -1,7 +1,7 @@
 // The agent's state on disk: enrollment, node and workload keys (0600) and certificates, trust bundle, admin token.
 
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MeshError } from '../errors';
 
@@ -16,6 +16,8 @@ export interface Enrollment {
 
 /** Files are replaced atomically (write + rename), so a crash never leaves half a key. */
 export class StateDir {
+  private locked = false;
+
   constructor(readonly dir: string) {
     try {
       mkdirSync(join(dir, 'workloads'), { recursive: true, mode: 0o700 });
@@ -23,6 +25,34 @@ export class StateDir {
     } catch (err) {
       throw new MeshError('MESH_ERR_STATE_DIR', `cannot create state dir ${dir}: ${(err as Error).message}`, { cause: err });
     }
+  }
+
+  /**
+   * Takes the dir for this process: two agents on one state dir would share one identity and fight over it.
+   * A lock left by a process that no longer runs is taken over. @throws MeshError MESH_ERR_STATE_DIR
+   */
+  lock(): void {
+    const file = join(this.dir, 'agent.lock');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        this.locked = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new MeshError('MESH_ERR_STATE_DIR', `cannot lock ${file}: ${(err as Error).message}`, { cause: err });
+      }
+      const pid = Number(readFileSync(file, 'utf8').trim());
+      if (pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new MeshError('MESH_ERR_STATE_DIR', `state dir ${this.dir} is in use by another mesh-agent (pid ${pid}); give each agent its own --state-dir`);
+      }
+      rmSync(file, { force: true });
+    }
+    throw new MeshError('MESH_ERR_STATE_DIR', `cannot lock ${file}`);
+  }
+
+  unlock(): void {
+    if (this.locked) rmSync(join(this.dir, 'agent.lock'), { force: true });
+    this.locked = false;
   }
 
   enrollment(): Enrollment | undefined {
@@ -71,5 +101,14 @@ export class StateDir {
     const token = randomBytes(24).toString('base64url');
     this.write('admin-token', `${token}\n`, 0o600);
     return token;
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -21,6 +21,8 @@ function startChild(name: string, args: string[], dir: string, readyLine: RegExp
   children.push(child);
   const log = createWriteStream(join(dir, `${name}.log`));
   proc.stderr!.pipe(log);
+  let lastError = '';
+  proc.stderr!.on('data', (c: Buffer) => (lastError = /^error: .*$/m.exec(c.toString())?.[0] ?? lastError));
   return new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error(`${name} did not become ready within 15 s (see ${join(dir, `${name}.log`)})`)), 15_000);
@@ -34,7 +36,8 @@ function startChild(name: string, args: string[], dir: string, readyLine: RegExp
     });
     proc.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with code ${code} before it was ready (see ${join(dir, `${name}.log`)})`));
+      const why = lastError || `see ${join(dir, `${name}.log`)}`;
+      reject(new Error(`${name} exited with code ${code} before it was ready: ${why}`));
     });
   });
 }
@@ -93,7 +96,7 @@ export async function runDemo(opts: { basePort: number; dataDir?: string }): Pro
     writeFileSync(join(dir, 'endpoints.yaml'), `# api runs on node B; reach it through node B's inbound mTLS port\nservices:\n  api:\n    - address: 127.0.0.1\n      port: ${ports.bInbound}\n`);
     writeFileSync(
       join(dir, 'node-a.yaml'),
-      `nodeName: node-a\nstateDir: ./node-a-state\ninbound: { listen: "127.0.0.1:${ports.aInbound}" }\nadmin: { listen: "127.0.0.1:${ports.aAdmin}" }\nendpointsFile: ./endpoints.yaml\nservices:\n  - name: web\n    port: ${ports.web}\n    protocol: http\n    upstreams:\n      - service: api\n        port: ${ports.aUpstream}\n`,
+      `nodeName: node-a\nstateDir: ./node-a-state\ninbound: { listen: "127.0.0.1:${ports.aInbound}" }\nadmin: { listen: "127.0.0.1:${ports.aAdmin}" }\nendpointsFile: ./endpoints.yaml\nservices:\n  - name: web\n    port: ${ports.web}\n    protocol: http\n    upstreams:\n      - service: api\n        port: ${ports.aUpstream}\n        protocol: http\n`,
     );
     writeFileSync(
       join(dir, 'node-b.yaml'),

@@ -44,10 +44,11 @@ export function buildProgram(): Command {
     .option('--workload-cert-ttl <duration>', 'workload certificate lifetime (env MESH_WORKLOAD_CERT_TTL) [24h]')
     .option('--node-cert-ttl <duration>', 'node certificate lifetime (env MESH_NODE_CERT_TTL) [720h]')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent server --data-dir ./mesh-server-data', 'mesh-agent server --listen 10.0.0.5:15010 --workload-cert-ttl 12h', 'MESH_DATA_DIR=/var/lib/mesh-server mesh-agent server']))
     .action(async (opts: Record<string, unknown>) => {
       const config = loadServerConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
-      const server = new MeshServer(config, { log: createLogger({ format: opts.logFormat as LogFormat, base: { component: 'server' } }) });
+      const server = new MeshServer(config, { log: createLogger({ format: opts.logFormat as LogFormat, level: opts.logLevel as 'info' | 'debug', base: { component: 'server' } }) });
       await runUntilSignal(server, () => {
         if (server.newAdminToken) {
           process.stdout.write(`admin token (shown once; also in ${config.dataDir}/admin-token, mode 0600): ${server.newAdminToken}\n`);
@@ -71,11 +72,12 @@ export function buildProgram(): Command {
     .option('--admin-listen <addr>', 'admin address (env MESH_ADMIN_LISTEN) [127.0.0.1:15000]')
     .option('--endpoints-file <file>', 'static endpoints of remote services (env MESH_ENDPOINTS_FILE)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
     .action(async (opts: Record<string, unknown>) => {
       const config = loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
       const joinToken = (opts.join as string | undefined) ?? process.env.MESH_JOIN_TOKEN;
-      const agent = new MeshAgent(config, { ...(joinToken ? { joinToken } : {}), log: createLogger({ format: opts.logFormat as LogFormat, base: { component: 'agent', node: config.nodeName } }) });
+      const agent = new MeshAgent(config, { ...(joinToken ? { joinToken } : {}), log: createLogger({ format: opts.logFormat as LogFormat, level: opts.logLevel as 'info' | 'debug', base: { component: 'agent', node: config.nodeName } }) });
       await runUntilSignal(agent, () => {
         const a = agent.addresses();
         const fmt = (hp?: { host: string; port: number }): string => (hp ? `${hp.host}:${hp.port}` : '-');
@@ -108,8 +110,8 @@ export function buildProgram(): Command {
   adminOptions(token.command('list').description('list join tokens (never their secrets)').addOption(output()).addHelpText('after', examples(['mesh-agent token list', 'mesh-agent token list -o json --data-dir /var/lib/mesh-server']))).action(async (opts: AdminFlags & { output: string }) => {
     const res = await adminCall(opts, 'GET', '/v1/tokens');
     if (opts.output === 'json') return json(res);
-    for (const t of res.tokens as { id: string; used: number; maxUses: number; expiresAt: number | null; description: string }[]) {
-      process.stdout.write(`${t.id}  used ${t.used}/${t.maxUses}  expires ${t.expiresAt ? new Date(t.expiresAt).toISOString() : 'never'}  ${t.description}\n`);
+    for (const t of res.tokens as { id: string; used: number; maxUses: number; expiresAt: string | null; description: string }[]) {
+      process.stdout.write(`${t.id}  used ${t.used}/${t.maxUses}  expires ${t.expiresAt ?? 'never'}  ${t.description}\n`);
     }
   });
 
@@ -188,7 +190,8 @@ export async function main(argv: string[]): Promise<void> {
     await buildProgram().parseAsync(argv);
   } catch (err) {
     process.stderr.write(`error: ${describeError(err)}\n`);
-    process.exitCode = err instanceof MeshError && err.code === 'MESH_ERR_USAGE' ? 2 : 1;
+    // Exit now: a failed start may still hold timers or sockets that would keep the process alive.
+    process.exit(err instanceof MeshError && err.code === 'MESH_ERR_USAGE' ? 2 : 1);
   }
 }
 

@@ -33,7 +33,13 @@ export async function runUntilSignal(part: Lifecycle, onReady?: () => void): Pro
   // A component bug must not take the node's traffic down silently: log it and keep serving.
   process.on('uncaughtException', (err) => process.stderr.write(`uncaught exception (continuing): ${err.stack ?? err.message}\n`));
   process.on('unhandledRejection', (err) => process.stderr.write(`unhandled rejection (continuing): ${describeError(err)}\n`));
-  await part.start(abort.signal);
+  try {
+    await part.start(abort.signal);
+  } catch (err) {
+    // A half-started part must not keep ports or channels open: stop it, then let the caller report why.
+    part.destroy();
+    throw err;
+  }
   await part.ready();
   onReady?.();
 }

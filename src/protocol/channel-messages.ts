@@ -49,9 +49,15 @@ function str(o: Record<string, unknown>, key: string, what: string, max = 16_384
   return v;
 }
 
+/** Service and namespace names, as agent configs allow them. */
+const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
 function service(v: unknown, what: string): ServiceRef {
   const o = obj(v, what);
-  return { name: str(o, 'name', what, 63), namespace: str(o, 'namespace', what, 63) };
+  const name = str(o, 'name', what, 63);
+  const namespace = str(o, 'namespace', what, 63);
+  if (!NAME.test(name) || !NAME.test(namespace)) throw bad(`${what}: service and namespace names are lower-case letters, digits and "-"`);
+  return { name, namespace };
 }
 
 /** Parses JSON text from a peer. @throws MeshError MESH_ERR_BAD_REQUEST */

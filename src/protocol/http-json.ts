@@ -44,7 +44,7 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
 
 /** Answers with `{error: {code, message, retryable}}` and the status that fits the code (500 for unknown errors). */
 export function sendError(res: ServerResponse, err: unknown): void {
-  const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_BAD_REQUEST', (err as Error)?.message ?? String(err));
+  const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', (err as Error)?.message ?? String(err));
   const status = err instanceof MeshError ? (STATUS[e.code] ?? 500) : 500;
   if (res.headersSent) {
     res.destroy();
@@ -57,6 +57,6 @@ export function sendError(res: ServerResponse, err: unknown): void {
 export function requireBearer(req: IncomingMessage, token: string, equal: (a: string, b: string) => boolean): void {
   const h = req.headers.authorization ?? '';
   const m = /^Bearer\s+(\S+)$/i.exec(h);
-  if (!m) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'missing admin token: send "authorization: Bearer <token>" (the token is in the data dir\'s admin-token file)');
+  if (!m) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'missing admin token: send "authorization: Bearer <token>" (the token is in the admin-token file of the server\'s data dir or the agent\'s state dir)');
   if (!equal(m[1]!, token)) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'wrong admin token');
 }

@@ -5,9 +5,10 @@ import { connect as netConnect } from 'node:net';
 import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
-import { describeError } from '../errors';
+import { describeError, MeshError } from '../errors';
 import type { Logger } from '../telemetry';
-import { errorResponse, Http1RequestFramer, HttpFramingError } from './http1-request-framer';
+import { ConnectionPool } from './connection-pool';
+import { Http1Session, type Decision } from './http1/http1-session';
 import { peerSpiffeId } from './peer-identity';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute } from './proxy-config';
@@ -55,11 +56,12 @@ export class InboundListener {
       this.log.warn('inbound connection refused during TLS handshake', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message });
       socket.destroy();
     });
-    server.on('error', (err) => this.log.error('inbound listener error', { error: err.message }));
     return new Promise((resolve, reject) => {
-      server.once('error', reject);
+      const onError = (err: NodeJS.ErrnoException): void =>
+        reject(new MeshError('MESH_ERR_LISTEN', `cannot listen for inbound mTLS on ${formatHostPort(at)}: ${err.code ?? err.message}`, { cause: err }));
+      server.once('error', onError);
       server.listen(at.port, at.host, () => {
-        server.off('error', reject);
+        server.off('error', onError);
         const a = server.address() as { address: string; port: number };
         this.log.info('inbound listening', { listen: formatHostPort({ host: a.address, port: a.port }) });
         resolve({ host: a.address, port: a.port });
@@ -89,37 +91,70 @@ export class InboundListener {
     }
     this.stats.accepted++;
     socket.setNoDelay(true);
+    if (route.protocol === 'http') {
+      this.serveHttp(socket, route, peer);
+      return;
+    }
     const app = netConnect({ host: route.target.host, port: route.target.port, allowHalfOpen: true });
     app.setNoDelay(true);
     app.once('error', (err) => {
       this.stats.upstreamFailures++;
       this.log.warn('local app unreachable', { service: route.sni, target: formatHostPort(route.target), error: describeError(err) });
     });
-    if (route.protocol === 'http') this.pipeHttp(socket, app, route.identity, peer);
-    else pipeBoth(socket, app);
+    pipeBoth(socket, app);
   }
 
-  /** HTTP: every request head gets the caller's verified identity as x-forwarded-client-cert (Envoy's format). */
-  private pipeHttp(socket: TLSSocket, app: import('node:net').Socket, local: SpiffeId, peer: SpiffeId): void {
+  /**
+   * HTTP: requests go one by one to the local app over pooled connections; each carries the caller's verified
+   * identity as x-forwarded-client-cert (Envoy's format), replacing any the caller sent.
+   */
+  private serveHttp(socket: TLSSocket, route: InboundRoute, peer: SpiffeId): void {
     const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
-    const framer = new Http1RequestFramer({ xfcc: `By=${local};Hash=${hash};URI=${peer}` });
-    framer.on('error', (err) => {
-      this.stats.malformed++;
-      this.log.warn('malformed HTTP request on inbound connection', { peer: peer.toString(), error: err.message });
-      if (err instanceof HttpFramingError) socket.end(errorResponse(err));
-      else socket.destroy();
-      app.destroy();
+    const forward: Decision = {
+      kind: 'forward',
+      endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} },
+      pool: this.appPool(route),
+      edits: { set: [['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]] },
+      done: this.onAppExchange,
+    };
+    new Http1Session(socket, () => forward, (kind, msg) => {
+      if (kind === 'malformed') {
+        this.stats.malformed++;
+        this.log.warn('malformed HTTP request on inbound connection', { service: route.sni, peer: peer.toString(), error: msg });
+      } else this.log.debug('inbound http exchange failed', { service: route.sni, peer: peer.toString(), kind, error: msg });
     });
-    socket.pipe(framer).pipe(app);
-    app.pipe(socket);
-    app.on('error', () => socket.destroy());
-    socket.on('close', () => app.destroy());
-    app.on('close', () => {
-      if (!socket.writableFinished) socket.end();
-    });
+  }
+
+  private readonly onAppExchange = (o: { connectFailure: boolean }): void => {
+    if (o.connectFailure) this.stats.upstreamFailures++;
+  };
+
+  /** One pool of plain connections per local app. */
+  private readonly appPools = new Map<string, ConnectionPool>();
+  private appPool(route: InboundRoute): ConnectionPool {
+    let pool = this.appPools.get(route.sni);
+    if (!pool) {
+      pool = new ConnectionPool(
+        (ep) =>
+          new Promise((resolve, reject) => {
+            const s = netConnect({ host: ep.address, port: ep.port });
+            s.setNoDelay(true);
+            s.once('connect', () => {
+              s.off('error', reject);
+              resolve(s);
+            });
+            s.once('error', reject);
+          }),
+        // Apps close idle keep-alive connections themselves (Node: 5 s); retire ours a little sooner.
+        { idleTimeoutMs: 4000 },
+      );
+      this.appPools.set(route.sni, pool);
+    }
+    return pool;
   }
 
   close(): Promise<void> {
+    for (const p of this.appPools.values()) p.close();
     return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
   }
 }

@@ -23,6 +23,7 @@ export interface AdminDeps {
   readonly log: Logger;
 }
 
+const iso = (ms: number): string => new Date(ms).toISOString();
 const equal = (a: string, b: string): boolean => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 
 /** Builds the request handler. Every route needs the admin token. */
@@ -30,7 +31,20 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
   const routes: Record<string, (req: IncomingMessage) => Promise<[number, unknown]> | [number, unknown]> = {
     'GET /v1/status': () => [200, status(deps)],
     'GET /v1/ca': () => [200, caInfo(deps.ca)],
-    'GET /v1/tokens': () => [200, { tokens: deps.store.tokens.list().map(({ secretHash: _omit, ...t }) => ({ ...t, expiresAt: t.expiresAt })) }],
+    'GET /v1/tokens': () => [
+      200,
+      {
+        tokens: deps.store.tokens.list().map((t) => ({
+          id: t.id,
+          description: t.description,
+          createdAt: iso(t.createdAt),
+          expiresAt: t.expiresAt === null ? null : iso(t.expiresAt),
+          maxUses: t.maxUses,
+          used: t.used,
+          lastUsedAt: t.lastUsedAt === null ? null : iso(t.lastUsedAt),
+        })),
+      },
+    ],
     'POST /v1/tokens': async (req) => [201, createToken(deps, await readBody(req))],
   };
   return (req, res) => {

@@ -54,13 +54,15 @@ function defaultAdvertiseHost(): string {
  * @throws MeshError MESH_ERR_CONFIG listing every problem
  */
 export function loadServerConfig(opts: { file?: string; flags?: Record<string, unknown>; env?: NodeJS.ProcessEnv }): ServerConfig {
-  const { data, problems } = readLayers(SERVER_SETTINGS, opts);
+  const { data, problems, baseDir } = readLayers(SERVER_SETTINGS, opts);
   const r = new FieldReader(data, [], problems);
-  const dataDir = resolve(r.string('dataDir', SERVER_DEFAULTS.dataDir));
+  // Paths in a file are relative to the file; from flags and env, to the working directory.
+  const dataDir = resolve(problems.origins.has('dataDir') || !opts.file ? process.cwd() : baseDir, r.string('dataDir', SERVER_DEFAULTS.dataDir));
   const listen = r.hostPort('listen', SERVER_DEFAULTS.listen);
   const adminListen = r.hostPort('adminListen', SERVER_DEFAULTS.adminListen, '127.0.0.1');
   const advertiseHost = listen.host === '0.0.0.0' || listen.host === '::' ? defaultAdvertiseHost() : listen.host;
-  const advertise = r.hostPort('advertise', { host: advertiseHost, port: listen.port });
+  const advertise = r.hostPort('advertise', { host: advertiseHost, port: listen.port }, advertiseHost);
+  if (advertise.host === '0.0.0.0' || advertise.host === '::') r.fail('advertise', `got ${advertise.host}, expected an address agents can dial (not a wildcard)`);
   const trustDomain = r.string('trustDomain', SERVER_DEFAULTS.trustDomain, { pattern: /^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/, hint: 'a DNS-like name such as "mesh.local"' });
   const workloadCertTtlMs = r.duration('workloadCertTtl', SERVER_DEFAULTS.workloadCertTtlMs, { min: 2000 });
   const nodeCertTtlMs = r.duration('nodeCertTtl', SERVER_DEFAULTS.nodeCertTtlMs, { min: 2000 });

@@ -28,7 +28,8 @@ describe('mesh-agent demo', () => {
   });
 
   it('prints a curl command within 20 s that goes through the mesh, and Ctrl-C stops everything', async () => {
-    const base = 40000 + Math.floor(Math.random() * 20) * 300;
+    // Below the kernel's ephemeral range (32768+), where the other tests' port-0 listeners land.
+    const base = 21000 + Math.floor(Math.random() * 20) * 300;
     demo = new Proc('demo', spawn(BIN, ['demo', '--base-port', String(base)], { stdio: ['ignore', 'pipe', 'pipe'] }));
     const dir = (await demo.waitFor(/state and logs in (\S+)/))[1]!;
     const url = (await demo.waitFor(/curl -s (http:\/\/127\.0\.0\.1:\d+\/\S*)/, 20_000))[1]!;

@@ -62,7 +62,7 @@ describe('mesh path through two agents', () => {
     ports.billing = await freePort();
     const aConfig = mesh.writeConfig(
       'node-a.yaml',
-      `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams:\n      - { service: api, port: ${ports.api} }\n      - { service: echo, port: ${ports.echo} }\n      - { service: billing, port: ${ports.billing} }\n`,
+      `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams:\n      - { service: api, port: ${ports.api}, protocol: http }\n      - { service: echo, port: ${ports.echo} }\n      - { service: billing, port: ${ports.billing} }\n`,
     );
     a = await mesh.startAgent('node-a', aConfig, { join: await mesh.token(server) });
   });

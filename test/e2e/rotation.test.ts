@@ -23,7 +23,8 @@ describe('workload certificate rotation', () => {
   it('renews at half life without dropping a long-running connection; new connections present the new certificate', async () => {
     const server = await mesh.startServer(['--workload-cert-ttl', '10s']);
     api = await startHttpApp('api');
-    const { a, upstream } = await mesh.startPair(server, api.port);
+    // tcp upstream: each downstream connection is its own mTLS connection, so "long-running" means the mTLS one.
+    const { a, upstream } = await mesh.startPair(server, api.port, 'tcp');
     const certFile = join(a.stateDir, 'workloads', 'default.web.crt');
     const first = new X509Certificate(readFileSync(certFile));
     const lifetime = Date.parse(first.validTo) - Date.parse(first.validFrom);

@@ -76,15 +76,16 @@ export class TestMesh {
 
   /**
    * The two-node shape most tests need: node-b runs `api` (protocol http, the app on `apiPort`), node-a runs
-   * `web` with an upstream to api on a local port. Resolves when both agents are ready.
+   * `web` with an upstream to api on a local port (http: pooled per request; tcp: one mTLS connection per
+   * downstream connection). Resolves when both agents are ready.
    */
-  async startPair(server: ServerHandle, apiPort: number): Promise<{ a: AgentHandle; b: AgentHandle; upstream: number }> {
+  async startPair(server: ServerHandle, apiPort: number, upstreamProtocol: 'http' | 'tcp' = 'http'): Promise<{ a: AgentHandle; b: AgentHandle; upstream: number }> {
     const b = await this.startAgent('node-b', this.writeConfig('b.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices:\n  - { name: api, port: ${apiPort}, protocol: http }\n`), { join: await this.token(server) });
     this.writeConfig('endpoints.yaml', `services:\n  api: [{ address: 127.0.0.1, port: ${b.inbound.split(':')[1]} }]\n`);
     const upstream = await freePort();
     const a = await this.startAgent(
       'node-a',
-      this.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams: [{ service: api, port: ${upstream} }]\n`),
+      this.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\nservices:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams: [{ service: api, port: ${upstream}, protocol: ${upstreamProtocol} }]\n`),
       { join: await this.token(server) },
     );
     return { a, b, upstream };

@@ -207,7 +207,7 @@ describe('loadAgentConfig', () => {
       namespace: AGENT_DEFAULTS.namespace,
       target: { host: '127.0.0.1', port: 8080 },
       protocol: AGENT_DEFAULTS.protocol,
-      upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 } }],
+      upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
     });
   });
 
