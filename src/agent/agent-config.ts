@@ -41,6 +41,8 @@ export interface AgentConfig {
   readonly admin: HostPort;
   /** Static endpoints of remote services (YAML). */
   readonly endpointsFile: string | undefined;
+  /** Istio VirtualService / DestinationRule YAML applied to this agent's upstreams; re-read on SIGHUP. */
+  readonly policyFile: string | undefined;
   readonly services: readonly LocalServiceConfig[];
 }
 
@@ -53,6 +55,7 @@ export const AGENT_SETTINGS = [
   { flag: 'inbound-listen', env: 'MESH_INBOUND_LISTEN', path: 'inbound.listen' },
   { flag: 'admin-listen', env: 'MESH_ADMIN_LISTEN', path: 'admin.listen' },
   { flag: 'endpoints-file', env: 'MESH_ENDPOINTS_FILE', path: 'endpointsFile' },
+  { flag: 'policy', env: 'MESH_POLICY_FILE', path: 'policyFile' },
 ] as const satisfies readonly LayeredSetting[];
 
 export const AGENT_DEFAULTS = {
@@ -85,11 +88,12 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   adminR.done();
   const address = r.string('address', inbound.host === '0.0.0.0' || inbound.host === '::' ? '127.0.0.1' : inbound.host);
   const endpointsFile = r.has('endpointsFile') ? resolve(base('endpointsFile'), r.string('endpointsFile', '')) : undefined;
+  const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const services = r.list('services').map(readService);
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, services });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

@@ -6,7 +6,9 @@ import { describeError, MeshError } from '../errors';
 import { MESH_VERSION, type ServiceRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
 import { serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
+import { compilePolicy, readPolicyFile, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
+import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
 import type { AgentConfig } from './agent-config';
 import { CertificateManager } from './certificate-manager';
@@ -27,6 +29,7 @@ export class MeshAgent {
   private inbound?: InboundListener;
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
+  private policy: CompiledPolicy = compilePolicy([]);
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } = { upstreams: {} };
@@ -75,6 +78,8 @@ export class MeshAgent {
     this.connection.start();
 
     if (config.endpointsFile) this.discovery = new StaticFileSource(config.endpointsFile, { log: this.log });
+    // A policy file that is wrong at start is an error to fix, not something to run without.
+    if (config.policyFile) this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
     await this.startProxy(td);
     this.admin = new AdminServer(
       {
@@ -154,28 +159,64 @@ export class MeshAgent {
     this.inbound.setRoutes(inboundRoutes);
     this.bound.inbound = await this.inbound.listen(config.inbound);
     const connector = new MtlsConnector();
+    const catalog = { cluster: (svc: ServiceRef) => this.cluster(svc) };
     for (const s of config.services) {
       for (const u of s.upstreams) {
         const key = serviceKeyString({ name: u.service, namespace: u.namespace });
-        let cluster = this.clusters.get(key);
-        if (!cluster) {
-          const c = (cluster = new Cluster(key));
-          this.clusters.set(key, c);
-          if (this.discovery) this.discovery.watch({ name: u.service, namespace: u.namespace }, (update) => c.apply(update));
-          else this.log.warn('no endpoints source configured (endpointsFile); upstream has no endpoints', { upstream: key });
-        }
+        this.cluster({ name: u.service, namespace: u.namespace });
         const route: OutboundRoute = {
           listen: u.listen,
+          service: { name: u.service, namespace: u.namespace },
           cluster: key,
           source: SpiffeId.workload(td, s.namespace, s.name),
           destination: SpiffeId.workload(td, u.namespace, u.service),
           sni: `${u.service}.${u.namespace}.${td}`,
           protocol: u.protocol,
         };
-        const listener = new OutboundListener(route, cluster, connector, this.certs, this.log);
+        const listener = new OutboundListener(route, catalog, () => this.policy, connector, this.certs, this.log);
         this.bound.upstreams[`${s.name}->${u.service}`] = await listener.listen();
         this.outbound.push(listener);
       }
+    }
+  }
+
+  /** The cluster of a service, made on first use: fed by discovery, configured by its DestinationRule. */
+  private cluster(svc: ServiceRef): Cluster {
+    const key = serviceKeyString(svc);
+    let cluster = this.clusters.get(key);
+    if (!cluster) {
+      const c = (cluster = new Cluster(key));
+      this.clusters.set(key, c);
+      applyDestinationPolicy(c, this.policy.destinationFor(svc));
+      if (this.discovery) this.discovery.watch(svc, (update) => c.apply(update));
+      else this.log.warn('no endpoints source configured (endpointsFile); the service has no endpoints', { service: key });
+    }
+    return cluster;
+  }
+
+  /**
+   * Reads the policy file again (SIGHUP). A file with any problem is refused as a whole, the reason logged, and the
+   * policy in force stays. Returns whether the new policy was applied.
+   */
+  reloadPolicy(): boolean {
+    const file = this.config.policyFile;
+    if (!file) return false;
+    try {
+      this.applyPolicy(compilePolicy(readPolicyFile(file)));
+      this.log.info('policy reloaded', { file, documents: this.policy.documents.length });
+      return true;
+    } catch (err) {
+      this.log.error('policy rejected, keeping the previous one', { file, error: describeError(err) });
+      return false;
+    }
+  }
+
+  private applyPolicy(p: CompiledPolicy): void {
+    this.policy = p;
+    for (const w of p.warnings) this.log.warn('policy warning', { warning: w });
+    for (const [key, c] of this.clusters) {
+      const [name, namespace] = key.split('.') as [string, string];
+      applyDestinationPolicy(c, p.destinationFor({ name, namespace }));
     }
   }
 
@@ -233,7 +274,7 @@ export class MeshAgent {
         from: o.route.source.toString(),
         listen: formatHostPort(o.route.listen),
         endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
-        stats: o.stats,
+        stats: { ...o.stats, ...o.router.stats },
       })),
       inboundStats: this.inbound?.stats,
     };
@@ -244,6 +285,7 @@ export class MeshAgent {
       config: this.config,
       bound: this.bound,
       clusters: [...this.clusters.values()].map((c) => c.snapshot()),
+      policy: { file: this.config.policyFile ?? null, documents: this.policy.documents.map((d) => `${d.kind} ${d.metadata.namespace}/${d.metadata.name}`) },
     };
   }
 }

@@ -71,13 +71,16 @@ export function buildProgram(): Command {
     .option('--inbound-listen <addr>', 'inbound mTLS address (env MESH_INBOUND_LISTEN) [0.0.0.0:15443]')
     .option('--admin-listen <addr>', 'admin address (env MESH_ADMIN_LISTEN) [127.0.0.1:15000]')
     .option('--endpoints-file <file>', 'static endpoints of remote services (env MESH_ENDPOINTS_FILE)')
+    .option('--policy <file>', 'Istio VirtualService/DestinationRule YAML for the upstreams, re-read on SIGHUP (env MESH_POLICY_FILE)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
-    .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
+    .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed',
+          'mesh-agent agent -c agent.yaml --policy routes.yaml && kill -HUP <pid>   # reload routes', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
     .action(async (opts: Record<string, unknown>) => {
       const config = loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
       const joinToken = (opts.join as string | undefined) ?? process.env.MESH_JOIN_TOKEN;
       const agent = new MeshAgent(config, { ...(joinToken ? { joinToken } : {}), log: createLogger({ format: opts.logFormat as LogFormat, level: opts.logLevel as 'info' | 'debug', base: { component: 'agent', node: config.nodeName } }) });
+      process.on('SIGHUP', () => agent.reloadPolicy());
       await runUntilSignal(agent, () => {
         const a = agent.addresses();
         const fmt = (hp?: { host: string; port: number }): string => (hp ? `${hp.host}:${hp.port}` : '-');

@@ -112,10 +112,8 @@ export class InboundListener {
     const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
     const forward: Decision = {
       kind: 'forward',
-      endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} },
-      pool: this.appPool(route),
+      target: { endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} }, pool: this.appPool(route), done: this.onAppExchange },
       edits: { set: [['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]] },
-      done: this.onAppExchange,
     };
     new Http1Session(socket, () => forward, (kind, msg) => {
       if (kind === 'malformed') {

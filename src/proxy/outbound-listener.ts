@@ -1,17 +1,17 @@
 // An outbound upstream port: a local app connects in plain TCP; the agent carries it over mTLS to a remote agent.
 
 import { createServer, type Server, type Socket } from 'node:net';
+import { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
+import { serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
 import type { Logger } from '../telemetry';
 import type { Cluster } from './cluster';
-import type { Connector } from './mtls-connector';
 import { ConnectionPool } from './connection-pool';
-import { Http1Session, type Decision, type ExchangeOutcome, type HttpRouter } from './http1/http1-session';
-import { simpleResponse } from './http1/http1-head';
+import { Http1Session } from './http1/http1-session';
+import type { Connector } from './mtls-connector';
+import { OutboundHttpRouter } from './outbound-http-router';
 import { pipeBoth } from './pipe';
-
-const NO_HEALTHY_UPSTREAM = simpleResponse(503, 'Service Unavailable', 'no healthy upstream\n', [['x-mesh-response-flags', 'UH']]);
 import type { CredentialStore, OutboundRoute } from './proxy-config';
 
 /** Counters the agent reports. */
@@ -21,44 +21,52 @@ export interface OutboundStats {
   connectFailures: number;
 }
 
+/** Clusters are shared by every listener of the agent; the agent keeps them fed by discovery. */
+export interface ClusterCatalog {
+  cluster(service: ServiceRef): Cluster;
+}
+
 export class OutboundListener {
   private server?: Server;
   readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0 };
-
-  /** Pooled mTLS connections per endpoint, for HTTP; a rotated certificate retires idle ones. */
-  private readonly pool: ConnectionPool;
-  private readonly router: HttpRouter;
+  /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP. */
+  private readonly pools = new Map<string, ConnectionPool>();
+  readonly router: OutboundHttpRouter;
 
   constructor(
     readonly route: OutboundRoute,
-    private readonly cluster: Cluster,
+    private readonly catalog: ClusterCatalog,
+    policy: () => CompiledPolicy,
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    const { source, sni, destination } = route;
-    this.pool = new ConnectionPool(
-      (endpoint) => {
-        const context = credentials.contextFor(source);
-        if (!context) return Promise.reject(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`));
-        return connector.connect({ endpoint, context, sni, expected: destination });
-      },
-      {},
-      () => credentials.contextFor(source),
-    );
-    this.router = (): Decision => {
-      const endpoint = this.cluster.pick();
-      if (!endpoint) {
-        this.stats.noEndpoint++;
-        return { kind: 'respond', response: NO_HEALTHY_UPSTREAM };
-      }
-      return { kind: 'forward', endpoint, pool: this.pool, done: this.onExchange };
-    };
+    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) });
   }
 
-  private readonly onExchange = (o: ExchangeOutcome): void => {
-    if (o.connectFailure) this.stats.connectFailures++;
-  };
+  /** The pool for a destination service: mTLS with its SNI, checking its workload identity; a rotated certificate retires idle connections. */
+  private pool(service: ServiceRef): ConnectionPool {
+    const key = serviceRefKey(service);
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const { source } = this.route;
+      const td = this.credentials.trustDomain;
+      const sni = `${service.name}.${service.namespace}.${td}`;
+      const expected = SpiffeId.workload(td, service.namespace, service.name);
+      const credentials = this.credentials;
+      pool = new ConnectionPool(
+        (endpoint) => {
+          const context = credentials.contextFor(source);
+          if (!context) return Promise.reject(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`));
+          return this.connector.connect({ endpoint, context, sni, expected });
+        },
+        {},
+        () => credentials.contextFor(source),
+      );
+      this.pools.set(key, pool);
+    }
+    return pool;
+  }
 
   listen(): Promise<HostPort> {
     const server = (this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => void this.accept(s)));
@@ -83,11 +91,11 @@ export class OutboundListener {
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
     if (this.route.protocol === 'http') {
-      new Http1Session(down, this.router, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }));
+      new Http1Session(down, this.router.route, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }));
       down.resume();
       return;
     }
-    const endpoint = this.cluster.pick();
+    const endpoint = this.catalog.cluster(this.route.service).pick();
     const context = this.credentials.contextFor(this.route.source);
     if (!endpoint || !context) {
       this.stats.noEndpoint++;
@@ -111,7 +119,7 @@ export class OutboundListener {
   }
 
   close(): Promise<void> {
-    this.pool.close();
+    for (const p of this.pools.values()) p.close();
     return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
   }
 }

@@ -20,6 +20,8 @@ export interface InboundRoute {
 /** A local port that leads to a remote service. */
 export interface OutboundRoute {
   readonly listen: HostPort;
+  /** The service the port leads to (routing may send a request elsewhere). */
+  readonly service: { readonly name: string; readonly namespace: string };
   /** The cluster (remote service) connections go to. */
   readonly cluster: string;
   /** The identity presented to the remote agent: the local service that calls. */

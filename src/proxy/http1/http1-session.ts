@@ -1,45 +1,71 @@
-// One downstream HTTP/1.1 connection: requests in order, each routed and forwarded over a pooled upstream connection.
+// One downstream HTTP/1.1 connection: requests in order, each routed and forwarded over a pooled upstream connection,
+// with the route's timeout and retries applied.
 
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors';
 import type { Endpoint } from '../../registry';
 import type { ConnectionPool, UpstreamConnection, UpstreamOwner } from '../connection-pool';
-import { errorResponse, HttpFramingError } from './http-framing-error';
 import { BodyFramer } from './body-framer';
+import { errorResponse, HttpFramingError } from './http-framing-error';
 import { buildHead, parseHead, simpleResponse, type HeadEdits, type HttpHead } from './http1-head';
 
-/** How an exchange ended, for load balancing, outlier detection and stats. */
+/** How one attempt ended, for load balancing, outlier detection, retries and stats. */
 export interface ExchangeOutcome {
-  /** Response status sent downstream (0 when none was). */
+  /** Response status from upstream (0 when none came). */
   status: number;
-  /** The upstream could not be reached (no response head). */
+  /** The upstream could not be reached. */
   connectFailure: boolean;
   /** The upstream closed before a complete response. */
   reset: boolean;
+  /** The attempt ran out of time. */
+  timeout: boolean;
 }
 
-/** What went wrong in a session: bad bytes from downstream, trouble upstream, or a bug. */
-export type SessionErrorKind = 'malformed' | 'upstream' | 'internal';
+/** Where one attempt goes. */
+export interface Target {
+  readonly endpoint: Endpoint;
+  readonly pool: ConnectionPool;
+  /** Called once when this attempt ends. */
+  readonly done?: (outcome: ExchangeOutcome) => void;
+}
+
+/** Retries of one request: `next()` picks the target of the next attempt (Envoy picks a host again per try). */
+export interface RetryPlan {
+  readonly attempts: number;
+  /** 0 = none. */
+  readonly perTryTimeoutMs: number;
+  retriable(outcome: ExchangeOutcome): boolean;
+  next(): Target | Buffer;
+}
 
 /** What to do with one request. */
 export type Decision =
   | { readonly kind: 'respond'; readonly response: Buffer }
   | {
       readonly kind: 'forward';
-      readonly endpoint: Endpoint;
-      readonly pool: ConnectionPool;
+      readonly target: Target;
       readonly edits?: HeadEdits;
-      /** Called once when the exchange ends. */
-      readonly done?: (outcome: ExchangeOutcome) => void;
+      readonly responseEdits?: HeadEdits;
+      /** Whole-request timeout from the first attempt; 0 or absent = none. */
+      readonly timeoutMs?: number;
+      readonly retry?: RetryPlan;
     };
 
-/** Decides per request; the seam where routing, balancing and the rest of the filter chain plug in. */
-export type HttpRouter = (head: HttpHead) => Decision;
+/** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. */
+export type HttpRouter = (head: HttpHead) => Decision | Promise<Decision>;
+
+/** What went wrong in a session: bad bytes from downstream, trouble upstream, or a bug. */
+export type SessionErrorKind = 'malformed' | 'upstream' | 'internal';
 
 const enum Req { Head, Body, Discard }
-const enum Resp { Idle, Connecting, Head, Body }
+const enum Resp { Idle, Routing, Connecting, Head, Body, Waiting }
 
-const UPSTREAM_FAILED = (why: string): Buffer => simpleResponse(503, 'Service Unavailable', `upstream connect error or disconnect/reset before headers: ${why}\n`, [['x-mesh-response-flags', 'UF']]);
+/** Request bodies up to this size are kept so a retry can send them again. */
+const RETRY_BODY_LIMIT = 64 * 1024;
+const RETRY_BACKOFF_BASE_MS = 25;
+
+const flagged = (status: number, reason: string, text: string, flag: string, close = false): Buffer =>
+  simpleResponse(status, reason, `${text}\n`, [['x-mesh-response-flags', flag]], close);
 
 export class Http1Session implements UpstreamOwner {
   private pending: Buffer | null = null;
@@ -50,19 +76,23 @@ export class Http1Session implements UpstreamOwner {
   private respPending: Buffer | null = null;
   private upstream: UpstreamConnection | null = null;
   private head: HttpHead | null = null;
-  /** Bytes of the current request already queued before the upstream connection existed. */
+  private decision: Extract<Decision, { kind: 'forward' }> | null = null;
+  private target: Target | null = null;
+  private headBytes: Buffer | null = null;
+  /** Bytes of the current request waiting for a connection (or for the route). */
   private queued: Buffer[] = [];
-  private status = 0;
+  /** Copy of the request body while it may still be replayed; null once too large to retry. */
+  private bodyCopy: Buffer[] | null = null;
+  private bodyCopySize = 0;
+  private attempt = 0;
+  private respSeen = false;
   private closeAfter = false;
+  private closeUpstreamAfter = false;
   private tunnel = false;
   private ended = false;
   private driving = false;
-  private closeUpstreamAfter = false;
-  private pool: ConnectionPool | null = null;
-  private onDone: ((outcome: ExchangeOutcome) => void) | undefined;
-  /** For the one safe replay: a body-less request whose reused connection closed before answering. */
-  private replay: { endpoint: Endpoint; head: Buffer } | null = null;
-  private respSeen = false;
+  private timer: NodeJS.Timeout | null = null;
+  private tryTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly down: Socket,
@@ -122,47 +152,63 @@ export class Http1Session implements UpstreamOwner {
   /** Starts an exchange; `raw` is the head as received (forwarded as is when nothing must change). */
   private start(head: HttpHead, raw: Buffer): void {
     this.head = head;
-    this.status = 0;
     this.closeAfter = head.close;
+    this.attempt = 0;
     this.reqBody.reset(head.chunked ? 'chunked' : head.contentLength > 0 ? head.contentLength : 'none');
     if (head.method === 'CONNECT') throw new HttpFramingError(400, 'CONNECT is not supported on this port');
+    this.req = this.reqBody.done ? Req.Head : Req.Body;
     const d = this.router(head);
+    if (d instanceof Promise) {
+      this.resp = Resp.Routing;
+      d.then(
+        (x) => this.decided(x, raw),
+        (err: unknown) => this.decided({ kind: 'respond', response: flagged(500, 'Internal Server Error', `routing failed: ${describeError(err)}`, 'RF') }, raw),
+      );
+    } else this.decided(d, raw);
+  }
+
+  private decided(d: Decision, raw: Buffer): void {
+    if (this.ended) return;
+    const head = this.head!;
     if (d.kind === 'respond') {
       // A local answer: the request body, if any, is read and dropped.
-      this.req = this.reqBody.done ? Req.Head : Req.Discard;
+      if (this.req === Req.Body) this.req = Req.Discard;
+      this.queued = [];
       this.resp = Resp.Body;
       this.writeDown(d.response);
       this.finish(false);
       return;
     }
-    this.pool = d.pool;
-    this.onDone = d.done;
-    this.req = this.reqBody.done ? Req.Head : Req.Body;
-    const edits = d.edits;
-    const headBytes = !head.hasHopByHop && !edits ? raw : Buffer.from(buildHead(head, edits), 'latin1');
-    this.replay = this.reqBody.done && !head.upgrade ? { endpoint: d.endpoint, head: headBytes } : null;
+    this.decision = d;
+    this.headBytes = !head.hasHopByHop && !d.edits ? raw : Buffer.from(buildHead(head, d.edits), 'latin1');
+    // Keep the body for a retry only when it is known to be small.
+    this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= RETRY_BODY_LIMIT)) ? [] : null;
+    this.bodyCopySize = 0;
+    for (const b of this.queued) this.keepCopy(b);
+    if (d.timeoutMs) this.timer = setTimeout(() => this.timedOut(false), d.timeoutMs);
+    this.dispatch(d.target, false);
+  }
+
+  /** Sends the request (head and what body is here) to `target` over a pooled or new connection. */
+  private dispatch(target: Target, fresh: boolean): void {
+    this.target = target;
+    this.reported = false;
     this.respSeen = false;
-    this.dispatch(d.pool, d.endpoint, headBytes, false);
-  }
-
-  private dispatch(pool: ConnectionPool, endpoint: Endpoint, headBytes: Buffer, fresh: boolean): void {
     this.resp = Resp.Connecting;
-    const got = pool.acquire(endpoint, this, fresh);
+    const per = this.decision?.retry?.perTryTimeoutMs;
+    if (per) this.tryTimer = setTimeout(() => this.timedOut(true), per);
+    const got = target.pool.acquire(target.endpoint, this, fresh);
     if (got instanceof Promise) {
-      this.queued.push(headBytes);
+      const attempt = this.attempt;
       got.then(
-        (c) => this.attach(c),
-        (err: unknown) => this.connectFailed(err),
+        (c) => this.attach(c, attempt),
+        (err: unknown) => (attempt === this.attempt ? this.attemptFailed({ connectFailure: true }, `upstream connect failed: ${describeError(err)}`) : undefined),
       );
-    } else {
-      this.upstream = got;
-      this.resp = Resp.Head;
-      got.socket.write(headBytes);
-    }
+    } else this.attach(got, this.attempt);
   }
 
-  private attach(c: UpstreamConnection): void {
-    if (this.ended || this.resp !== Resp.Connecting) {
+  private attach(c: UpstreamConnection, attempt: number): void {
+    if (this.ended || this.resp !== Resp.Connecting || attempt !== this.attempt) {
       c.owner = null;
       c.socket.destroy();
       return;
@@ -171,26 +217,26 @@ export class Http1Session implements UpstreamOwner {
     this.resp = Resp.Head;
     const s = c.socket;
     s.cork();
-    for (const b of this.queued) s.write(b);
+    s.write(this.headBytes!);
+    // A retry replays the body kept so far; a first attempt sends what arrived while connecting.
+    for (const b of this.attempt > 0 ? (this.bodyCopy ?? []) : this.queued) s.write(b);
     s.uncork();
     this.queued = [];
     this.down.resume();
     this.drive();
   }
 
-  private connectFailed(err: unknown): void {
-    this.queued = [];
-    if (this.ended) return;
-    this.onError('upstream', `upstream connect failed: ${describeError(err)}`);
-    this.status = 503;
-    this.closeAfter ||= this.req !== Req.Head;
-    this.writeDown(UPSTREAM_FAILED(describeError(err)));
-    this.finish(false, { connectFailure: true });
+  private keepCopy(b: Buffer): void {
+    if (!this.bodyCopy) return;
+    this.bodyCopySize += b.length;
+    if (this.bodyCopySize > RETRY_BODY_LIMIT) this.bodyCopy = null;
+    else this.bodyCopy.push(Buffer.from(b));
   }
 
   private toUpstream(b: Buffer): void {
-    if (this.resp === Resp.Connecting) {
-      this.queued.push(b);
+    if (this.bodyCopy) this.keepCopy(b);
+    if (this.resp === Resp.Routing || this.resp === Resp.Connecting || this.resp === Resp.Waiting) {
+      if (this.attempt === 0) this.queued.push(b);
       return;
     }
     if (this.upstream && !this.upstream.socket.write(b)) this.down.pause();
@@ -222,23 +268,31 @@ export class Http1Session implements UpstreamOwner {
             p = rest;
             continue;
           }
-          this.status = head.status;
           if (head.status === 101 && this.head?.upgrade) {
             this.writeDown(Buffer.from(buildHead(head), 'latin1'));
             this.startTunnel(rest);
+            return;
+          }
+          const outcome = { status: head.status, connectFailure: false, reset: false, timeout: false };
+          if (this.mayRetry(outcome)) {
+            // The answer is not forwarded; its connection cannot be reused without reading it, so it goes.
+            this.retry(outcome);
             return;
           }
           const noBody = this.head?.method === 'HEAD' || head.status === 204 || head.status === 304;
           this.respBody.reset(noBody ? 'none' : head.chunked ? 'chunked' : head.contentLength >= 0 ? head.contentLength : 'eof');
           if (this.respBody.untilClose || head.close) this.closeUpstreamAfter = true;
           if (this.respBody.untilClose) this.closeAfter = true;
-          const raw = !head.hasHopByHop && !this.closeAfter;
-          this.writeDown(raw ? p.subarray(0, head.size) : Buffer.from(buildHead(head, { close: this.closeAfter }), 'latin1'));
+          this.clearTryTimer();
+          this.status = head.status;
+          const edits = this.decision?.responseEdits;
+          const raw = !head.hasHopByHop && !this.closeAfter && !edits;
+          this.writeDown(raw ? p.subarray(0, head.size) : Buffer.from(buildHead(head, edits ? { ...edits, close: this.closeAfter } : { close: this.closeAfter }), 'latin1'));
           this.resp = Resp.Body;
           p = rest;
           if (this.respBody.done) {
+            if (p.length > 0) this.closeUpstreamAfter = true;
             this.finish(true);
-            if (p.length > 0) this.upstream?.socket.destroy();
             return;
           }
           continue;
@@ -253,87 +307,167 @@ export class Http1Session implements UpstreamOwner {
           }
           return;
         }
-        // Bytes from upstream when no response is expected.
-        this.upstream?.socket.destroy();
+        this.upstream?.socket.destroy(); // bytes from upstream when no response is expected
         return;
       }
     } catch (err) {
       this.onError('upstream', `bad response from upstream: ${describeError(err)}`);
       this.upstream?.socket.destroy();
-      if (this.resp === Resp.Head) {
-        this.status = 502;
-        this.writeDown(simpleResponse(502, 'Bad Gateway', `upstream sent a malformed response: ${(err as Error).message}\n`, [['x-mesh-response-flags', 'UPE']], true));
-        this.closeAfter = true;
-        this.finish(false, { reset: true });
-      } else this.down.destroy();
+      if (this.resp === Resp.Head) this.attemptFailed({ reset: true, status: 502 }, 'malformed response', flagged(502, 'Bad Gateway', `upstream sent a malformed response: ${(err as Error).message}`, 'UPE', true));
+      else this.down.destroy();
     }
   }
+
+  private status = 0;
 
   onUpstreamClose(): void {
     if (this.tunnel) {
       this.down.end();
       return;
     }
+    const c = this.upstream;
+    this.upstream = null;
     if (this.resp === Resp.Body && this.respBody.untilClose) {
-      this.upstream = null;
       this.finish(false);
       return;
     }
-    if (this.resp === Resp.Head || this.resp === Resp.Body) {
-      const started = this.resp === Resp.Body;
-      const c = this.upstream;
-      this.upstream = null;
-      // A kept-alive connection the upstream closed just as we reused it (the keep-alive race): the request
-      // never reached the app, so send it once more on a new connection. Only for requests without a body.
-      if (!started && !this.respSeen && this.replay && this.pool && c && c.requests > 1) {
-        const { endpoint, head } = this.replay;
-        this.replay = null;
-        this.dispatch(this.pool, endpoint, head, true);
+    if (this.resp === Resp.Head) {
+      // A kept-alive connection the upstream closed just as we reused it (the keep-alive race): the request never
+      // reached the app, so send it again on a new connection, once, without counting it as an attempt.
+      if (!this.respSeen && c && c.requests > 1 && !this.head?.upgrade && (this.reqBody.done || this.bodyCopy) && this.target) {
+        this.reportAttempt({}); // the lease of this try ends; the replay takes a fresh one below
+        this.respSeen = true;
+        this.dispatch(this.target, true);
         return;
       }
-      this.onError('upstream', started ? 'upstream closed in the middle of a response' : 'upstream closed before responding');
-      if (started) {
-        this.finishOutcome({ reset: true });
-        this.down.destroy();
-        return;
-      }
-      this.status = 503;
-      this.closeAfter ||= this.req !== Req.Head;
-      this.writeDown(UPSTREAM_FAILED('connection reset'));
-      this.finish(false, { reset: true });
+      this.attemptFailed({ reset: true }, 'upstream closed before responding');
+      return;
     }
+    if (this.resp === Resp.Body) {
+      this.onError('upstream', 'upstream closed in the middle of a response');
+      this.reportAttempt({ reset: true });
+      this.down.destroy();
+    }
+  }
+
+  /** Whether this outcome may be retried now: attempts left, the plan says so, and the request can be replayed. */
+  private mayRetry(o: ExchangeOutcome): boolean {
+    const r = this.decision?.retry;
+    return !!r && this.attempt < r.attempts && (this.reqBody.done ? true : false) && (this.bodyCopy !== null || this.head!.contentLength <= 0) && r.retriable(o);
+  }
+
+  private retry(o: ExchangeOutcome): void {
+    this.reportAttempt(o);
+    const c = this.upstream;
+    this.upstream = null;
+    if (c) {
+      c.owner = null;
+      c.socket.destroy();
+    }
+    this.clearTryTimer();
+    this.attempt++;
+    this.resp = Resp.Waiting;
+    const wait = Math.random() * RETRY_BACKOFF_BASE_MS * 2 ** this.attempt;
+    setTimeout(() => {
+      if (this.ended || this.resp !== Resp.Waiting) return;
+      const next = this.decision!.retry!.next();
+      if (Buffer.isBuffer(next)) {
+        this.resp = Resp.Body;
+        this.writeDown(next);
+        this.finish(false);
+      } else this.dispatch(next as Target, false);
+    }, wait).unref();
+  }
+
+  /** An attempt ended without a usable response: retry when allowed, else answer with `response` (503 by default). */
+  private attemptFailed(o: Partial<ExchangeOutcome>, why: string, response?: Buffer): void {
+    const outcome = { status: o.status ?? 0, connectFailure: o.connectFailure ?? false, reset: o.reset ?? false, timeout: o.timeout ?? false };
+    if (this.mayRetry(outcome)) {
+      this.retry(outcome);
+      return;
+    }
+    this.onError('upstream', why);
+    this.reportAttempt(outcome);
+    const c = this.upstream;
+    this.upstream = null;
+    if (c) {
+      c.owner = null;
+      c.socket.destroy();
+    }
+    this.queued = [];
+    this.closeAfter ||= this.req !== Req.Head;
+    this.resp = Resp.Body;
+    const attempts = this.attempt > 0 ? ` after ${this.attempt + 1} attempts` : '';
+    this.writeDown(
+      response ??
+        (o.timeout
+          ? flagged(504, 'Gateway Timeout', `upstream request timeout${attempts}`, 'UT')
+          : flagged(503, 'Service Unavailable', `upstream connect error or disconnect/reset before headers${attempts}: ${why}`, this.attempt > 0 ? 'URX' : o.connectFailure ? 'UF' : 'UC')),
+    );
+    this.finish(false);
+  }
+
+  private timedOut(perTry: boolean): void {
+    if (this.ended) return;
+    if (this.resp === Resp.Body) {
+      // Part of the response is out already: the only honest signal left is to cut the connection.
+      this.onError('upstream', 'request timed out in the middle of the response');
+      this.reportAttempt({ timeout: true });
+      this.upstream?.socket.destroy();
+      this.down.destroy();
+      return;
+    }
+    if (perTry) {
+      this.tryTimer = null;
+      this.attemptFailed({ timeout: true }, 'per-try timeout');
+      return;
+    }
+    this.timer = null;
+    this.decision = this.decision && { ...this.decision, retry: undefined }; // the whole request is out of time
+    this.attemptFailed({ timeout: true }, 'request timeout');
+  }
+
+  private clearTryTimer(): void {
+    if (this.tryTimer) clearTimeout(this.tryTimer);
+    this.tryTimer = null;
   }
 
   private startTunnel(rest: Buffer): void {
     this.tunnel = true;
     this.resp = Resp.Idle;
+    this.clearTimers();
     if (rest.length > 0) this.writeDown(rest);
     const leftover = this.pending;
     this.pending = null;
     if (leftover && leftover.length > 0) this.upstream?.socket.write(leftover);
     this.down.resume();
-    this.finishOutcome({});
+    this.reportAttempt({ status: 101 });
+  }
+
+  private clearTimers(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.clearTryTimer();
   }
 
   /** The response is complete (or answered locally): hand the connection back and take the next request. */
-  private finish(reusable: boolean, outcome: Partial<ExchangeOutcome> = {}): void {
+  private finish(reusable: boolean): void {
     const c = this.upstream;
     this.upstream = null;
     this.resp = Resp.Idle;
-    this.finishOutcome(outcome);
-    if (c && this.pool) {
+    this.clearTimers();
+    this.reportAttempt({ status: this.status });
+    if (c && this.target) {
       // Reusable only when the request went out whole too; else the upstream would read a half request.
-      this.pool.release(c, reusable && !this.closeUpstreamAfter && this.req !== Req.Body);
+      this.target.pool.release(c, reusable && !this.closeUpstreamAfter && this.req !== Req.Body);
     }
     this.closeUpstreamAfter = false;
-    this.pool = null;
-    if (this.closeAfter) {
-      this.ended = true;
-      this.down.end();
-      return;
-    }
-    if (this.req === Req.Body) {
-      // The upstream answered before the request body was done; the rest of the body has nowhere to go.
+    this.target = null;
+    this.decision = null;
+    this.bodyCopy = null;
+    this.status = 0;
+    if (this.closeAfter || this.req === Req.Body) {
+      // Asked to close, or the upstream answered before the request body was done (the rest has nowhere to go).
       this.ended = true;
       this.down.end();
       return;
@@ -342,12 +476,14 @@ export class Http1Session implements UpstreamOwner {
     this.drive();
   }
 
-  /** Reports the outcome once per exchange. */
-  private finishOutcome(o: Partial<ExchangeOutcome>): void {
-    const done = this.onDone;
-    this.onDone = undefined;
-    done?.({ status: this.status, connectFailure: o.connectFailure ?? false, reset: o.reset ?? false });
+  /** Reports how the current attempt ended, once. */
+  private reportAttempt(o: Partial<ExchangeOutcome>): void {
+    const done = this.reported ? undefined : this.target?.done;
+    this.reported = true;
+    done?.({ status: o.status ?? 0, connectFailure: o.connectFailure ?? false, reset: o.reset ?? false, timeout: o.timeout ?? false });
   }
+
+  private reported = true;
 
   private writeDown(b: Buffer): void {
     if (!this.down.write(b)) this.upstream?.socket.pause();
@@ -358,6 +494,7 @@ export class Http1Session implements UpstreamOwner {
     if (err instanceof HttpFramingError && this.resp === Resp.Idle) this.down.end(errorResponse(err));
     else this.down.destroy();
     this.ended = true;
+    this.clearTimers();
     if (this.upstream) {
       this.upstream.socket.destroy();
       this.upstream = null;
@@ -379,7 +516,9 @@ export class Http1Session implements UpstreamOwner {
 
   private onDownClose(): void {
     this.ended = true;
+    this.clearTimers();
     if (this.upstream) {
+      this.reportAttempt({ reset: true });
       this.upstream.socket.destroy();
       this.upstream = null;
     }

@@ -1,0 +1,214 @@
+// The outbound request path: a chain of small steps from a request head to a Decision, in the order written below.
+
+import type { CompiledPolicy, ConsistentHashKey, HeaderOps, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
+import { matchRoute, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
+import { OVERFLOW_HEADER } from './circuit-breaker';
+import type { Cluster, Lease } from './cluster';
+import type { ConnectionPool } from './connection-pool';
+import { headerValue, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
+import type { Decision, ExchangeOutcome, RetryPlan, Target } from './http1/http1-session';
+import type { Outcome } from './outlier-detector';
+import { mirrorRequest } from './mirror';
+
+/** Where the router finds clusters and connections for a destination service. */
+export interface UpstreamCatalog {
+  cluster(service: ServiceRef): Cluster;
+  pool(service: ServiceRef): ConnectionPool;
+}
+
+/** Counters the agent reports. */
+export interface RouterStats {
+  noRoute: number;
+  noEndpoint: number;
+  overflow: number;
+  faultAborts: number;
+  faultDelays: number;
+  retries: number;
+  mirrored: number;
+}
+
+const flagged = (status: number, reason: string, text: string, flag: string, extra: readonly (readonly [string, string])[] = []): Buffer =>
+  simpleResponse(status, reason, text ? `${text}\n` : '', [['x-mesh-response-flags', flag], ...extra]);
+const REASONS: Record<number, string> = { 200: 'OK', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+const reason = (s: number): string => REASONS[s] ?? 'Status';
+const NO_ROUTE = flagged(404, 'Not Found', 'no route matched the request', 'NR');
+
+/** An outcome as the outlier detector counts it. */
+function toOutcome(o: ExchangeOutcome): Outcome {
+  if (o.connectFailure) return 'connect-failed';
+  if (o.timeout) return 'timeout';
+  if (o.reset && o.status === 0) return 'reset';
+  return o.status || 'cancelled';
+}
+
+/** A request head seen through the interface route matching needs (no copies of headers). */
+class HeadRequest implements RouteRequest {
+  constructor(private readonly h: HttpHead) {}
+  get method(): string {
+    return this.h.method;
+  }
+  get path(): string {
+    return this.h.target;
+  }
+  get authority(): string {
+    return headerValue(this.h, 'host') ?? '';
+  }
+  header(name: string): string | undefined {
+    return headerValue(this.h, name);
+  }
+}
+
+export class OutboundHttpRouter {
+  readonly stats: RouterStats = { noRoute: 0, noEndpoint: 0, overflow: 0, faultAborts: 0, faultDelays: 0, retries: 0, mirrored: 0 };
+
+  constructor(
+    /** The service this upstream port leads to (the VirtualService host). */
+    private readonly service: ServiceRef,
+    private readonly policy: () => CompiledPolicy,
+    private readonly catalog: UpstreamCatalog,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** The chain, in order. Each step either answers or passes on; the comment says why it sits where it does. */
+  readonly route = (head: HttpHead): Decision | Promise<Decision> => {
+    const req = new HeadRequest(head);
+    // 1. Route match first: everything after depends on the rule (first match wins).
+    const route = matchRoute(this.policy().routesFor(this.service), req);
+    if (!route) {
+      this.stats.noRoute++;
+      return { kind: 'respond', response: NO_ROUTE };
+    }
+    const fault = route.fault;
+    // 2. Fault abort before any upstream work: the point is to act as if the upstream failed.
+    if (fault?.abort && this.random() < fault.abort.fraction) {
+      this.stats.faultAborts++;
+      const status = fault.abort.httpStatus ?? 200;
+      const grpc = fault.abort.grpcStatus;
+      return { kind: 'respond', response: flagged(status, reason(status), grpc === undefined ? 'fault filter abort' : '', 'FI', grpc === undefined ? [] : [['grpc-status', String(grpc)], ['content-type', 'application/grpc']]) };
+    }
+    // 3. Fault delay next, then the rest of the chain runs as usual (the delay is not the upstream's time).
+    if (fault?.delay && this.random() < fault.delay.fraction) {
+      this.stats.faultDelays++;
+      return new Promise((resolve) => setTimeout(() => resolve(this.afterFaults(route, head, req)), fault.delay!.ms).unref());
+    }
+    return this.afterFaults(route, head, req);
+  };
+
+  private afterFaults(route: MatchedRoute, head: HttpHead, req: HeadRequest): Decision {
+    const action = route.action;
+    // 4. Answers the route gives itself.
+    if (action.kind === 'redirect') {
+      const location = redirectLocation(action, 'http', req.authority, head.target);
+      return { kind: 'respond', response: simpleResponse(action.code, reason(action.code), '', [['location', location]]) };
+    }
+    if (action.kind === 'directResponse') {
+      return { kind: 'respond', response: simpleResponse(action.status, reason(action.status), action.body ?? '') };
+    }
+    // 5. Weighted destination (canary splits), then an endpoint of its cluster (subset, balancer, breaker).
+    const dest = pickWeighted(action.destinations, this.random());
+    if (!dest) return { kind: 'respond', response: flagged(503, 'Service Unavailable', 'no destination with weight', 'UH') };
+    const first = this.target(dest, head);
+    if (Buffer.isBuffer(first)) return { kind: 'respond', response: first };
+    // 6. Mirror after the primary is settled, so shadow traffic never takes the primary's place.
+    if (route.mirror && !head.upgrade && head.contentLength <= 0 && !head.chunked && this.random() < route.mirror.fraction) {
+      this.stats.mirrored++;
+      const m = route.mirror;
+      const cluster = this.catalog.cluster(m.service);
+      const lease = cluster.acquire(m.subset ? { subset: m.subset } : undefined);
+      if (lease && 'endpoint' in lease) mirrorRequest(head, lease, this.catalog.pool(m.service));
+    }
+    // 7. Edits: rewrite and header operations of the rule and of the destination.
+    const edits = requestEdits(route, dest, head);
+    const responseEdits = responseEditsOf(route.headers.response, dest.headers.response);
+    // 8. Timeout and retries last: they wrap the attempts the steps above set up.
+    const r = route.retries;
+    const retry: RetryPlan | undefined =
+      r.attempts > 0
+        ? {
+            attempts: r.attempts,
+            perTryTimeoutMs: r.perTryTimeoutMs,
+            retriable: (o) => retriable(r.retryOn, r.retriableStatusCodes, o),
+            next: () => {
+              this.stats.retries++;
+              return this.target(dest, head);
+            },
+          }
+        : undefined;
+    return {
+      kind: 'forward',
+      target: first,
+      ...(edits ? { edits } : {}),
+      ...(responseEdits ? { responseEdits } : {}),
+      ...(route.timeoutMs ? { timeoutMs: route.timeoutMs } : {}),
+      ...(retry ? { retry } : {}),
+    };
+  }
+
+  /** An endpoint of the destination's cluster with its pool, or the response that says why there is none. */
+  private target(dest: WeightedDestination, head: HttpHead): Target | Buffer {
+    const cluster = this.catalog.cluster(dest.service);
+    const hk = this.policy().destinationFor(dest.service).policyFor(dest.subset).loadBalancer.hashKey;
+    const got = cluster.acquire({ ...(dest.subset ? { subset: dest.subset } : {}), ...(hk ? { hashKey: hashKeyOf(hk, head) } : {}) });
+    if (!got) {
+      this.stats.noEndpoint++;
+      return flagged(503, 'Service Unavailable', `no healthy upstream for ${serviceRefKey(dest.service)}${dest.subset ? ` subset ${dest.subset}` : ''}`, 'UH');
+    }
+    if (!('endpoint' in got)) {
+      this.stats.overflow++;
+      return flagged(503, 'Service Unavailable', `upstream overflow: ${got.overflow}`, 'UO', [[OVERFLOW_HEADER, got.overflow]]);
+    }
+    const lease: Lease = got;
+    return { endpoint: lease.endpoint, pool: this.catalog.pool(dest.service), done: (o) => lease.done(toOutcome(o)) };
+  }
+}
+
+/** Istio/Envoy retry conditions for HTTP/1.1 (the gRPC ones apply to gRPC traffic). */
+function retriable(on: ReadonlySet<string>, codes: ReadonlySet<number>, o: ExchangeOutcome): boolean {
+  const noResponse = o.status === 0;
+  if (o.connectFailure && (on.has('connect-failure') || on.has('5xx') || on.has('gateway-error') || on.has('reset'))) return true;
+  if (noResponse && (o.reset || o.timeout) && (on.has('reset') || on.has('5xx'))) return true;
+  if (o.timeout && on.has('gateway-error')) return true;
+  if (o.status >= 500 && on.has('5xx')) return true;
+  if ((o.status === 502 || o.status === 503 || o.status === 504) && on.has('gateway-error')) return true;
+  if (o.status === 409 && on.has('retriable-4xx')) return true;
+  return o.status > 0 && on.has('retriable-status-codes') && codes.has(o.status);
+}
+
+function requestEdits(route: MatchedRoute, dest: WeightedDestination, head: HttpHead): HeadEdits | undefined {
+  const rule = route.headers.request;
+  const d = dest.headers.request;
+  const rw = route.rewrite;
+  if (!rw && isEmpty(rule) && isEmpty(d)) return undefined;
+  const set = [...rule.set, ...d.set];
+  if (rw?.authority !== undefined) set.push(['host', rw.authority]);
+  return {
+    set,
+    add: [...rule.add, ...d.add],
+    remove: new Set([...rule.remove, ...d.remove]),
+    ...(rw?.uri !== undefined ? { target: rewritePath(rw, head.target) } : {}),
+  };
+}
+
+function responseEditsOf(rule: HeaderOps, d: HeaderOps): HeadEdits | undefined {
+  if (isEmpty(rule) && isEmpty(d)) return undefined;
+  return { set: [...rule.set, ...d.set], add: [...rule.add, ...d.add], remove: new Set([...rule.remove, ...d.remove]) };
+}
+
+function isEmpty(ops: HeaderOps): boolean {
+  return ops.set.length === 0 && ops.add.length === 0 && ops.remove.length === 0;
+}
+
+/** The consistent-hash key of a request, per the DestinationRule (source IP: not known on this path yet, so ''). */
+function hashKeyOf(hk: ConsistentHashKey, head: HttpHead): string {
+  if ('httpHeaderName' in hk) return headerValue(head, hk.httpHeaderName.toLowerCase()) ?? '';
+  if ('httpCookie' in hk) {
+    const cookies = headerValue(head, 'cookie') ?? '';
+    const m = new RegExp(`(?:^|;\\s*)${hk.httpCookie.name.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}=([^;]*)`).exec(cookies);
+    return m?.[1] ?? '';
+  }
+  if ('httpQueryParameterName' in hk) {
+    const q = head.target.indexOf('?');
+    return q < 0 ? '' : (new URLSearchParams(head.target.slice(q + 1)).get(hk.httpQueryParameterName) ?? '');
+  }
+  return '';
+}
