@@ -15,6 +15,8 @@ export class UpstreamConnection {
   owner: UpstreamOwner | null = null;
   closed = false;
   requests = 0;
+  /** When it last went idle (ms). */
+  idleSince = 0;
 
   constructor(
     readonly socket: Socket,
@@ -53,8 +55,9 @@ export interface ConnectionPoolOptions {
 
 export class ConnectionPool {
   private readonly idle = new Map<string, UpstreamConnection[]>();
-  private readonly timers = new Map<UpstreamConnection, NodeJS.Timeout>();
   private readonly all = new Set<UpstreamConnection>();
+  /** One sweep for the whole pool instead of a timer per idle period: releases are on the hot path. */
+  private sweeper: NodeJS.Timeout | null = null;
   private readonly maxIdle: number;
   private readonly idleTimeoutMs: number;
   private readonly maxRequests: number;
@@ -84,8 +87,6 @@ export class ConnectionPool {
     const gen = this.generation();
     while (list && list.length > 0) {
       const c = list.pop()!;
-      clearTimeout(this.timers.get(c));
-      this.timers.delete(c);
       if (c.closed) continue;
       if (c.generation !== gen) {
         c.socket.destroy();
@@ -117,19 +118,27 @@ export class ConnectionPool {
     }
     // The last owner may have paused reading for backpressure; an idle connection must notice a close.
     c.socket.resume();
+    c.idleSince = Date.now();
+    if (list.length === 0) this.idle.set(c.key, list);
     list.push(c);
-    this.idle.set(c.key, list);
-    const t = setTimeout(() => c.socket.destroy(), this.idleTimeoutMs);
-    t.unref();
-    this.timers.set(c, t);
+    if (!this.sweeper) {
+      this.sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(this.idleTimeoutMs / 2, 10_000)));
+      this.sweeper.unref();
+    }
+  }
+
+  /** Closes connections idle for longer than the idle timeout. */
+  private sweep(): void {
+    const cutoff = Date.now() - this.idleTimeoutMs;
+    for (const list of this.idle.values()) {
+      // Lists are in release order: the oldest idle connections are at the front.
+      while (list.length > 0 && list[0]!.idleSince <= cutoff) list.shift()!.socket.destroy();
+    }
   }
 
   /** Called when a connection closed. */
   forget(c: UpstreamConnection): void {
     this.all.delete(c);
-    const t = this.timers.get(c);
-    if (t) clearTimeout(t);
-    this.timers.delete(c);
     const list = this.idle.get(c.key);
     if (list) {
       const i = list.indexOf(c);
@@ -139,13 +148,16 @@ export class ConnectionPool {
 
   /** Closes idle connections now; busy ones close when their owner releases them. */
   close(): void {
-    for (const list of this.idle.values()) for (const c of list) c.socket.destroy();
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
+    for (const list of this.idle.values()) for (const c of [...list]) c.socket.destroy();
     this.idle.clear();
   }
 
   /** Closes everything. */
   destroy(): void {
-    for (const c of this.all) c.socket.destroy();
+    this.close();
+    for (const c of [...this.all]) c.socket.destroy();
     this.all.clear();
     this.idle.clear();
   }

@@ -1,6 +1,6 @@
 // The outbound request path: a chain of small steps from a request head to a Decision, in the order written below.
 
-import type { CompiledPolicy, ConsistentHashKey, HeaderOps, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
+import type { CompiledPolicy, ConsistentHashKey, HeaderOps, HttpRouteTable, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
 import { matchRoute, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
 import { OVERFLOW_HEADER } from './circuit-breaker';
 import type { Cluster, Lease } from './cluster';
@@ -14,6 +14,14 @@ import { mirrorRequest } from './mirror';
 export interface UpstreamCatalog {
   cluster(service: ServiceRef): Cluster;
   pool(service: ServiceRef): ConnectionPool;
+}
+
+/** What a destination needs per request, looked up once per policy. */
+interface DestinationState {
+  readonly cluster: Cluster;
+  readonly pool: ConnectionPool;
+  readonly hashKey: ConsistentHashKey | undefined;
+  readonly ctx: { subset: string } | undefined;
 }
 
 /** Counters the agent reports. */
@@ -73,7 +81,7 @@ export class OutboundHttpRouter {
   readonly route = (head: HttpHead): Decision | Promise<Decision> => {
     const req = new HeadRequest(head);
     // 1. Route match first: everything after depends on the rule (first match wins).
-    const route = matchRoute(this.policy().routesFor(this.service), req);
+    const route = matchRoute(this.table(), req);
     if (!route) {
       this.stats.noRoute++;
       return { kind: 'respond', response: NO_ROUTE };
@@ -134,21 +142,38 @@ export class OutboundHttpRouter {
             },
           }
         : undefined;
-    return {
-      kind: 'forward',
-      target: first,
-      ...(edits ? { edits } : {}),
-      ...(responseEdits ? { responseEdits } : {}),
-      ...(route.timeoutMs ? { timeoutMs: route.timeoutMs } : {}),
-      ...(retry ? { retry } : {}),
-    };
+    return { kind: 'forward', target: first, edits, responseEdits, timeoutMs: route.timeoutMs, retry };
+  }
+
+  /** The route table and per-destination lookups, recomputed only when the policy object changes. */
+  private seen: CompiledPolicy | undefined;
+  private routes: HttpRouteTable | undefined;
+  private dests = new WeakMap<WeightedDestination, DestinationState>();
+
+  private table(): HttpRouteTable {
+    const p = this.policy();
+    if (p !== this.seen) {
+      this.seen = p;
+      this.routes = p.routesFor(this.service);
+      this.dests = new WeakMap();
+    }
+    return this.routes!;
+  }
+
+  private stateOf(dest: WeightedDestination): DestinationState {
+    let s = this.dests.get(dest);
+    if (!s) {
+      const hashKey = this.seen!.destinationFor(dest.service).policyFor(dest.subset).loadBalancer.hashKey;
+      s = { cluster: this.catalog.cluster(dest.service), pool: this.catalog.pool(dest.service), hashKey, ctx: dest.subset ? { subset: dest.subset } : undefined };
+      this.dests.set(dest, s);
+    }
+    return s;
   }
 
   /** An endpoint of the destination's cluster with its pool, or the response that says why there is none. */
   private target(dest: WeightedDestination, head: HttpHead): Target | Buffer {
-    const cluster = this.catalog.cluster(dest.service);
-    const hk = this.policy().destinationFor(dest.service).policyFor(dest.subset).loadBalancer.hashKey;
-    const got = cluster.acquire({ ...(dest.subset ? { subset: dest.subset } : {}), ...(hk ? { hashKey: hashKeyOf(hk, head) } : {}) });
+    const s = this.stateOf(dest);
+    const got = s.cluster.acquire(s.hashKey ? { subset: dest.subset, hashKey: hashKeyOf(s.hashKey, head) } : s.ctx);
     if (!got) {
       this.stats.noEndpoint++;
       return flagged(503, 'Service Unavailable', `no healthy upstream for ${serviceRefKey(dest.service)}${dest.subset ? ` subset ${dest.subset}` : ''}`, 'UH');
@@ -158,7 +183,7 @@ export class OutboundHttpRouter {
       return flagged(503, 'Service Unavailable', `upstream overflow: ${got.overflow}`, 'UO', [[OVERFLOW_HEADER, got.overflow]]);
     }
     const lease: Lease = got;
-    return { endpoint: lease.endpoint, pool: this.catalog.pool(dest.service), done: (o) => lease.done(toOutcome(o)) };
+    return { endpoint: lease.endpoint, pool: s.pool, done: (o) => lease.done(toOutcome(o)) };
   }
 }
 

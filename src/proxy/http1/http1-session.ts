@@ -287,8 +287,18 @@ export class Http1Session implements UpstreamOwner {
           this.status = head.status;
           const edits = this.decision?.responseEdits;
           const raw = !head.hasHopByHop && !this.closeAfter && !edits;
-          this.writeDown(raw ? p.subarray(0, head.size) : Buffer.from(buildHead(head, edits ? { ...edits, close: this.closeAfter } : { close: this.closeAfter }), 'latin1'));
           this.resp = Resp.Body;
+          if (raw) {
+            // Head and the body bytes that came with it leave in one write (one TLS record, one syscall).
+            const end = this.respBody.consume(p, head.size, p.length);
+            this.writeDown(end === p.length ? p : p.subarray(0, end));
+            if (this.respBody.done) {
+              if (end < p.length) this.closeUpstreamAfter = true;
+              this.finish(true);
+            }
+            return;
+          }
+          this.writeDown(Buffer.from(buildHead(head, edits ? { ...edits, close: this.closeAfter } : { close: this.closeAfter }), 'latin1'));
           p = rest;
           if (this.respBody.done) {
             if (p.length > 0) this.closeUpstreamAfter = true;
