@@ -5,7 +5,7 @@ import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 
-export type ServiceProtocol = 'http' | 'tcp';
+export type ServiceProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
 
 /** An upstream a local service calls: a local port that leads to a remote service. */
 export interface UpstreamConfig {
@@ -66,6 +66,9 @@ export const AGENT_DEFAULTS = {
   protocol: 'tcp' as ServiceProtocol,
 } as const;
 
+/** What services and upstreams may declare; http2 and grpc speak prior-knowledge h2c to the app and h2 (ALPN) between agents. */
+const SERVICE_PROTOCOLS = ['http', 'http2', 'grpc', 'tcp'] as const;
+
 const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, such as "web" or "billing-api"';
 
 /**
@@ -101,13 +104,13 @@ function readService(s: FieldReader): LocalServiceConfig {
   const namespace = s.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
   const port = s.port('port', 0, { required: true });
   const host = s.string('address', '127.0.0.1');
-  const protocol = s.oneOf('protocol', ['http', 'tcp'] as const, AGENT_DEFAULTS.protocol);
+  const protocol = s.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
   const upstreams = s.list('upstreams').map((u) => {
     const service = u.string('service', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
     const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
     const uport = u.port('port', 0, { required: true });
     const bind = u.string('bind', '127.0.0.1');
-    const uprotocol = u.oneOf('protocol', ['http', 'tcp'] as const, AGENT_DEFAULTS.protocol);
+    const uprotocol = u.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
     u.done();
     return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });

@@ -8,7 +8,9 @@ import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
 import type { Logger } from '../telemetry';
 import { ConnectionPool } from './connection-pool';
+import { setOnlyEdits } from './http1/http1-head';
 import { Http1Session, type Decision } from './http1/http1-session';
+import { H2Inbound } from './http2/h2-inbound';
 import { peerSpiffeId } from './peer-identity';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute } from './proxy-config';
@@ -20,17 +22,24 @@ export interface InboundStats {
   refusedIdentity: number;
   malformed: number;
   upstreamFailures: number;
+  /** HTTP/2 sessions (connections that chose h2 by ALPN) accepted, and streams they carried. */
+  h2Sessions: number;
+  h2Streams: number;
 }
 
 export class InboundListener {
   private server?: Server;
   private routes = new Map<string, InboundRoute>();
-  readonly stats: InboundStats = { accepted: 0, refusedHandshake: 0, refusedIdentity: 0, malformed: 0, upstreamFailures: 0 };
+  readonly stats: InboundStats = { accepted: 0, refusedHandshake: 0, refusedIdentity: 0, malformed: 0, upstreamFailures: 0, h2Sessions: 0, h2Streams: 0 };
+  /** Connections that chose h2 by ALPN. */
+  private readonly h2: H2Inbound;
 
   constructor(
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.h2 = new H2Inbound(this.stats, log);
+  }
 
   /** Replaces the routes; open connections keep the route they started with. */
   setRoutes(routes: readonly InboundRoute[]): void {
@@ -43,6 +52,8 @@ export class InboundListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
       allowHalfOpen: true,
+      // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
+      ALPNProtocols: ['h2', 'http/1.1'],
       SNICallback: (name, cb) => {
         const ctx = this.contextForSni(name);
         if (ctx) cb(null, ctx);
@@ -91,6 +102,10 @@ export class InboundListener {
     }
     this.stats.accepted++;
     socket.setNoDelay(true);
+    if (socket.alpnProtocol === 'h2') {
+      this.h2.serve(socket, route, peer);
+      return;
+    }
     if (route.protocol === 'http') {
       this.serveHttp(socket, route, peer);
       return;
@@ -113,7 +128,7 @@ export class InboundListener {
     const forward: Decision = {
       kind: 'forward',
       target: { endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} }, pool: this.appPool(route), done: this.onAppExchange },
-      edits: { set: [['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]] },
+      edits: setOnlyEdits([['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]]),
     };
     new Http1Session(socket, () => forward, (kind, msg) => {
       if (kind === 'malformed') {
@@ -152,6 +167,7 @@ export class InboundListener {
   }
 
   close(): Promise<void> {
+    this.h2.close();
     for (const p of this.appPools.values()) p.close();
     return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
   }

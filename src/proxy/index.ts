@@ -36,7 +36,7 @@ export { pipeBoth, type PipeStats } from './pipe';
 export { peerSpiffeId } from './peer-identity';
 export { HttpFramingError, errorResponse } from './http1/http-framing-error';
 export { Http1Session, type Decision, type ExchangeOutcome, type HttpRouter, type SessionErrorKind, type Target, type RetryPlan } from './http1/http1-session';
-export { parseHead, buildHead, headerValue, simpleResponse, type HttpHead, type HeadEdits } from './http1/http1-head';
+export { parseHead, buildHead, forwardHead, setOnlyEdits, headerValue, simpleResponse, type HttpHead, type HeadEdits } from './http1/http1-head';
 export { BodyFramer } from './http1/body-framer';
 export { ConnectionPool, UpstreamConnection, type Dialer, type UpstreamOwner } from './connection-pool';
 export type { CredentialStore, InboundRoute, OutboundRoute, ProxyConfig, Protocol } from './proxy-config';

@@ -14,6 +14,8 @@ export interface ConnectOptions {
   readonly expected: SpiffeId;
   /** @default 10000 */
   readonly timeoutMs?: number;
+  /** ALPN protocols to offer (HTTP/2 asks for ["h2"]); the caller checks socket.alpnProtocol. @default none */
+  readonly alpn?: readonly string[];
 }
 
 /** Makes upstream connections; the seam where pooling plugs in. */
@@ -41,6 +43,7 @@ export class MtlsConnector implements Connector {
         servername: opts.sni,
         secureContext: opts.context,
         minVersion: 'TLSv1.3',
+        ...(opts.alpn ? { ALPNProtocols: [...opts.alpn] } : {}),
         // Called only after the chain verified against the mesh roots; the name that matters is the SPIFFE ID.
         checkServerIdentity: (_host, cert) => {
           const uri = cert.subjectaltname ?? '';

@@ -9,6 +9,7 @@ import type { Logger } from '../telemetry';
 import type { Cluster } from './cluster';
 import { ConnectionPool } from './connection-pool';
 import { Http1Session } from './http1/http1-session';
+import { H2Outbound } from './http2/h2-outbound';
 import type { Connector } from './mtls-connector';
 import { OutboundHttpRouter } from './outbound-http-router';
 import { pipeBoth } from './pipe';
@@ -86,7 +87,15 @@ export class OutboundListener {
     });
   }
 
+  /** HTTP/2 and gRPC (protocol http2 / grpc): streams multiplexed over one mTLS session per endpoint (src/proxy/http2); made on first connection. */
+  private h2?: H2Outbound;
+
   private async accept(down: Socket): Promise<void> {
+    if (this.route.protocol === 'http2' || this.route.protocol === 'grpc') {
+      this.h2 ??= new H2Outbound(this.route, () => this.catalog.cluster(this.route.service), this.connector, this.credentials, this.stats, this.log);
+      this.h2.accept(down);
+      return;
+    }
     this.stats.connections++;
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
@@ -119,6 +128,7 @@ export class OutboundListener {
   }
 
   close(): Promise<void> {
+    this.h2?.close();
     for (const p of this.pools.values()) p.close();
     return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
   }

@@ -4,7 +4,8 @@ import type { SecureContext } from 'node:tls';
 import type { SpiffeId } from '../ca';
 import type { HostPort } from '../config';
 
-export type Protocol = 'http' | 'tcp';
+/** tcp: bytes; http: HTTP/1.1 exchanges; http2 / grpc: HTTP/2 streams (grpc answers its own failures with grpc-status). */
+export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
 
 /** A local service reachable through the inbound port, chosen by SNI. */
 export interface InboundRoute {

@@ -168,6 +168,27 @@ export interface HeadEdits {
   readonly target?: string;
   /** Ask the next hop to close after this message. */
   readonly close?: boolean;
+  /**
+   * The `set` fields pre-serialised ("name: value\r\n" each, then "\r\n"): when the head needs no other change
+   * and has none of those fields, the head is forwarded as received with these bytes in place of its final CRLF.
+   */
+  readonly setBytes?: Buffer;
+}
+
+/** `HeadEdits` that only set fields, with their bytes prepared once (for a per-connection constant edit). */
+export function setOnlyEdits(set: readonly (readonly [string, string])[]): HeadEdits {
+  return { set, setBytes: Buffer.from(`${set.map(([n, v]) => `${n}: ${v}\r\n`).join('')}\r\n`, 'latin1') };
+}
+
+/** The forwarded bytes of a head: raw when nothing must change, raw plus set fields when only those, else rebuilt. */
+export function forwardHead(head: HttpHead, raw: Buffer, edits: HeadEdits | undefined): Buffer {
+  if (!head.hasHopByHop) {
+    if (!edits) return raw;
+    if (edits.setBytes && !edits.add && !edits.remove && !edits.target && !edits.close && !edits.set!.some(([n]) => headerValue(head, n) !== undefined)) {
+      return Buffer.concat([raw.subarray(0, raw.length - 2), edits.setBytes]);
+    }
+  }
+  return Buffer.from(buildHead(head, edits), 'latin1');
 }
 
 /**

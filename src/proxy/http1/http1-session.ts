@@ -7,7 +7,7 @@ import type { Endpoint } from '../../registry';
 import type { ConnectionPool, UpstreamConnection, UpstreamOwner } from '../connection-pool';
 import { BodyFramer } from './body-framer';
 import { errorResponse, HttpFramingError } from './http-framing-error';
-import { buildHead, parseHead, simpleResponse, type HeadEdits, type HttpHead } from './http1-head';
+import { buildHead, forwardHead, parseHead, simpleResponse, type HeadEdits, type HttpHead } from './http1-head';
 
 /** How one attempt ended, for load balancing, outlier detection, retries and stats. */
 export interface ExchangeOutcome {
@@ -180,7 +180,7 @@ export class Http1Session implements UpstreamOwner {
       return;
     }
     this.decision = d;
-    this.headBytes = !head.hasHopByHop && !d.edits ? raw : Buffer.from(buildHead(head, d.edits), 'latin1');
+    this.headBytes = forwardHead(head, raw, d.edits);
     // Keep the body for a retry only when it is known to be small.
     this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= RETRY_BODY_LIMIT)) ? [] : null;
     this.bodyCopySize = 0;

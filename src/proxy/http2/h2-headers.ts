@@ -1,0 +1,51 @@
+// Header blocks from one HTTP/2 hop to the next: the pseudo-headers that belong to the message kind, no connection-specific fields, and edits.
+
+import { sensitiveHeaders, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+
+/** Pseudo-headers a request carries on (RFC 9113 8.3.1; :protocol needs extended CONNECT, which the proxy does not offer). */
+export const REQUEST_PSEUDO: readonly string[] = [':method', ':scheme', ':authority', ':path'];
+/** Pseudo-headers of a response. */
+export const RESPONSE_PSEUDO: readonly string[] = [':status'];
+/** Trailers carry none. */
+export const NO_PSEUDO: readonly string[] = [];
+
+/** Header edits: each name is set to the value, replacing whatever the sender put there (lower-case names). */
+export type HeaderEdits = readonly (readonly [string, string])[];
+
+/**
+ * Fields that are about one connection and must not cross a hop (RFC 9113 8.2.2; an HTTP/2 peer
+ * treats them as malformed). `te` is handled apart: only "trailers" may pass, and gRPC needs it.
+ */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/**
+ * The header block to send on, from one received: the listed pseudo-headers (others dropped), every
+ * regular field except connection-specific ones, `te` only as "trailers", then `edits` applied.
+ * Fields the sender marked sensitive (never indexed by HPACK) stay so.
+ */
+export function forwardHeaders(received: IncomingHttpHeaders, pseudo: readonly string[], edits?: HeaderEdits): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name in received) {
+    const value = received[name];
+    if (value === undefined) continue;
+    if (name.charCodeAt(0) === 0x3a /* ":" */) {
+      if (pseudo.includes(name)) out[name] = value;
+      continue;
+    }
+    if (CONNECTION_SPECIFIC.has(name)) continue;
+    if (name === 'te') {
+      if (teHasTrailers(value)) out.te = 'trailers';
+      continue;
+    }
+    out[name] = value;
+  }
+  if (edits) for (const [name, value] of edits) out[name] = value;
+  const sensitive = (received as Record<symbol, unknown>)[sensitiveHeaders];
+  if (Array.isArray(sensitive) && sensitive.length > 0) (out as Record<symbol, unknown>)[sensitiveHeaders] = sensitive;
+  return out;
+}
+
+function teHasTrailers(value: string | string[]): boolean {
+  const text = Array.isArray(value) ? value.join(',') : value;
+  return text.split(',').some((t) => t.trim().toLowerCase() === 'trailers');
+}

@@ -1,0 +1,142 @@
+// The inbound side of HTTP/2 and gRPC: a verified mTLS connection that chose h2 by ALPN serves streams, each forwarded to the local app over one pooled h2c session.
+//
+// InboundListener has done the TLS handshake and checked the caller's identity before it hands the
+// socket over; here every stream gets that identity as x-forwarded-client-cert (the same value as
+// the HTTP/1 path, replacing any the caller sent) and goes to the app with prior-knowledge h2c.
+
+import { createHash } from 'node:crypto';
+import { connect as h2Connect, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { connect as netConnect } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { SpiffeId } from '../../ca';
+import { formatHostPort } from '../../config';
+import { describeError } from '../../errors';
+import type { Endpoint } from '../../registry';
+import type { Logger } from '../../telemetry';
+import type { InboundRoute } from '../proxy-config';
+import { GrpcStatus, isGrpcContentType } from './grpc-status';
+import type { HeaderEdits } from './h2-headers';
+import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { forwardStream, localReply } from './h2-stream-forwarder';
+
+/** The inbound counters this handler keeps. */
+export interface H2InboundStats {
+  /** HTTP/2 sessions (mTLS connections that chose h2) accepted, ever. */
+  h2Sessions: number;
+  /** Streams served, ever. */
+  h2Streams: number;
+  upstreamFailures: number;
+}
+
+/** Who is calling on one connection, and where its streams go. */
+interface Caller {
+  readonly route: InboundRoute;
+  readonly peer: SpiffeId;
+  readonly app: Endpoint;
+  readonly edits: HeaderEdits;
+}
+
+export class H2Inbound {
+  private readonly server: Http2Server;
+  /** One h2c session per local app. */
+  private readonly apps: H2SessionPool;
+  private readonly sessions = new Set<ServerHttp2Session>();
+  /** The caller of the connection being handed to the server right now (the server makes its session synchronously). */
+  private handing: Caller | undefined;
+
+  constructor(
+    private readonly stats: H2InboundStats,
+    private readonly log: Logger,
+  ) {
+    this.apps = new H2SessionPool(dialApp, { idleTimeoutMs: 60_000 });
+    this.server = createServer({ settings: H2_SETTINGS });
+    this.server.on('session', (session: ServerHttp2Session) => {
+      const caller = this.handing;
+      if (!caller) {
+        session.destroy(); // not one of ours: cannot happen, as only serve() feeds this server
+        return;
+      }
+      this.stats.h2Sessions++;
+      this.sessions.add(session);
+      session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer.toString(), error: err.message }));
+      session.once('close', () => this.sessions.delete(session));
+      session.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => this.onStream(caller, down, headers, flags));
+    });
+    this.server.on('sessionError', (err: Error) => this.log.warn('malformed HTTP/2 on inbound connection; connection closed', { error: err.message }));
+  }
+
+  /** Serves HTTP/2 on a connection whose handshake and caller identity InboundListener has verified. */
+  serve(socket: TLSSocket, route: InboundRoute, peer: SpiffeId): void {
+    const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
+    const caller: Caller = {
+      route,
+      peer,
+      app: { address: route.target.host, port: route.target.port, weight: 1, labels: {} },
+      edits: [['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]],
+    };
+    this.handing = caller;
+    try {
+      this.server.emit('connection', socket);
+    } finally {
+      this.handing = undefined;
+    }
+  }
+
+  /** Drains: sessions both ways are closed gracefully (streams in flight finish). */
+  close(): void {
+    this.apps.close();
+    for (const s of this.sessions) s.close();
+  }
+
+  private onStream(caller: Caller, down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+    this.stats.h2Streams++;
+    const { route } = caller;
+    const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    if (route.protocol === 'http') {
+      // The caller's upstream says HTTP/2, this node says the app speaks HTTP/1.1: one of the two configs is wrong.
+      this.log.warn('HTTP/2 stream for a service declared protocol: http (HTTP/1.1); declare it http2 or grpc, or call it with protocol: http', { service: route.sni, peer: caller.peer.toString() });
+      localReply(down, grpc, 502, GrpcStatus.INTERNAL, `service ${route.sni} takes HTTP/1.1 only (protocol: http)`, 'UPE');
+      return;
+    }
+    const session = this.apps.ready(caller.app);
+    if (session) {
+      this.forward(caller, down, headers, flags, session, grpc);
+      return;
+    }
+    this.apps.session(caller.app).then(
+      (s) => {
+        if (!down.closed && !down.destroyed) this.forward(caller, down, headers, flags, s, grpc);
+      },
+      (err: unknown) => {
+        this.stats.upstreamFailures++;
+        this.log.warn('local app unreachable', { service: route.sni, target: formatHostPort(route.target), error: describeError(err) });
+        localReply(down, grpc, 503, GrpcStatus.UNAVAILABLE, 'local app unreachable', 'UF');
+      },
+    );
+  }
+
+  private forward(caller: Caller, down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, grpc: boolean): void {
+    forwardStream(down, headers, flags, session, {
+      grpc,
+      edits: caller.edits,
+      done: (outcome, detail) => {
+        if (outcome === 'reset') this.log.debug('inbound h2 stream reset', { service: caller.route.sni, detail });
+      },
+    });
+  }
+}
+
+/** Opens a prior-knowledge h2c session to a local app; resolves once the TCP connection is up. */
+function dialApp(app: Endpoint): Promise<ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const session = h2Connect(`http://${formatHostPort({ host: app.address, port: app.port })}`, {
+      settings: H2_SETTINGS,
+      createConnection: () => netConnect({ host: app.address, port: app.port }),
+    });
+    session.once('error', reject);
+    session.once('connect', () => {
+      session.off('error', reject);
+      resolve(session);
+    });
+  });
+}
