@@ -216,12 +216,16 @@ export class Http1Session implements UpstreamOwner {
     this.upstream = c;
     this.resp = Resp.Head;
     const s = c.socket;
-    s.cork();
-    s.write(this.headBytes!);
     // A retry replays the body kept so far; a first attempt sends what arrived while connecting.
-    for (const b of this.attempt > 0 ? (this.bodyCopy ?? []) : this.queued) s.write(b);
-    s.uncork();
-    this.queued = [];
+    const body = this.attempt > 0 ? (this.bodyCopy ?? []) : this.queued;
+    if (body.length === 0) s.write(this.headBytes!); // the common case: one write, no cork/writev
+    else {
+      s.cork();
+      s.write(this.headBytes!);
+      for (const b of body) s.write(b);
+      s.uncork();
+    }
+    if (this.queued.length > 0) this.queued = [];
     this.down.resume();
     this.drive();
   }

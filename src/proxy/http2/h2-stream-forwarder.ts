@@ -56,6 +56,9 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
   up.once('end', () => (upEnded = true));
 
   let outcome: Outcome | undefined;
+  /** The whole response is handed to HTTP/2 (headers, body and trailers): nothing can overtake it now. */
+  let responseSubmitted = false;
+  let onResponseSubmitted: (() => void) | undefined;
   let settled = false;
   const settle = (o: Outcome, detail?: string): void => {
     if (settled) return;
@@ -93,6 +96,7 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
       return;
     }
     if (trailersOnly) {
+      responseSubmitted = true;
       up.resume(); // nothing to read, but the stream ends (and closes) only once read
       return;
     }
@@ -107,6 +111,8 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
       } catch {
         // the client went away meanwhile
       }
+      responseSubmitted = true;
+      onResponseSubmitted?.();
     });
     up.pipe(down);
   });
@@ -129,13 +135,14 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
       return settle('reset', h2ErrorName(code));
     }
     // The response is complete. If the client is still sending, tell it to stop, as the server did
-    // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response), once the response has gone out.
+    // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response), but only behind the trailers:
+    // 'finish' comes before them, and a reset sent then would overtake them.
     if (!down.readableEnded && !down.closed) {
       const stop = (): void => {
-        if (!down.closed) down.close(NGHTTP2_NO_ERROR);
+        if (!down.closed && !down.readableEnded) down.close(NGHTTP2_NO_ERROR);
       };
-      if (down.writableFinished) stop();
-      else down.once('finish', stop);
+      if (responseSubmitted) stop();
+      else onResponseSubmitted = stop;
     }
     settle(outcome);
   });
