@@ -30,6 +30,8 @@ export class MeshAgent {
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
+  /** The service each cluster is for (names may hold dots, so the key is not split back). */
+  private readonly clusterRefs = new Map<string, ServiceRef>();
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } = { upstreams: {} };
@@ -187,6 +189,7 @@ export class MeshAgent {
     if (!cluster) {
       const c = (cluster = new Cluster(key));
       this.clusters.set(key, c);
+      this.clusterRefs.set(key, { name: svc.name, namespace: svc.namespace });
       applyDestinationPolicy(c, this.policy.destinationFor(svc));
       if (this.discovery) this.discovery.watch(svc, (update) => c.apply(update));
       else this.log.warn('no endpoints source configured (endpointsFile); the service has no endpoints', { service: key });
@@ -214,10 +217,7 @@ export class MeshAgent {
   private applyPolicy(p: CompiledPolicy): void {
     this.policy = p;
     for (const w of p.warnings) this.log.warn('policy warning', { warning: w });
-    for (const [key, c] of this.clusters) {
-      const [name, namespace] = key.split('.') as [string, string];
-      applyDestinationPolicy(c, p.destinationFor({ name, namespace }));
-    }
+    for (const [key, c] of this.clusters) applyDestinationPolicy(c, p.destinationFor(this.clusterRefs.get(key)!));
   }
 
   private notReady(): string[] {
@@ -274,7 +274,8 @@ export class MeshAgent {
         from: o.route.source.toString(),
         listen: formatHostPort(o.route.listen),
         endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
-        stats: { ...o.stats, ...o.router.stats },
+        // tcp counters for protocol tcp; http ones (router) for protocol http.
+        stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
       })),
       inboundStats: this.inbound?.stats,
     };

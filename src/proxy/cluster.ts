@@ -15,7 +15,9 @@
 // The other breaker limits (connections, pending requests, retries) belong to the caller's
 // connection pool and retry filter, through `circuitBreaker`.
 
-import { systemClock, type Clock } from '../agent/clock';
+/** What the cluster needs of time (the agent passes its Clock; tests a fake one). */
+type Clock = { now(): number };
+const systemClock: Clock = { now: () => Date.now() };
 import { endpointKey, type DiscoveryUpdate, type Endpoint } from '../registry';
 import { CircuitBreaker, type CircuitBreakerSnapshot, type CircuitBreakerThresholds, type OverflowKind } from './circuit-breaker';
 import {

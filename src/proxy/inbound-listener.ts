@@ -12,6 +12,7 @@ import { setOnlyEdits } from './http1/http1-head';
 import { Http1Session, type Decision } from './http1/http1-session';
 import { H2Inbound } from './http2/h2-inbound';
 import { peerSpiffeId } from './peer-identity';
+import { drainAndClose, trackConnections } from './drain';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute } from './proxy-config';
 
@@ -28,6 +29,7 @@ export interface InboundStats {
 }
 
 export class InboundListener {
+  private open = new Set<import('node:net').Socket>();
   private server?: Server;
   private routes = new Map<string, InboundRoute>();
   readonly stats: InboundStats = { accepted: 0, refusedHandshake: 0, refusedIdentity: 0, malformed: 0, upstreamFailures: 0, h2Sessions: 0, h2Streams: 0 };
@@ -61,6 +63,7 @@ export class InboundListener {
       },
     } as import('node:tls').TlsOptions);
     this.server = server;
+    this.open = trackConnections(server, 'secureConnection');
     server.on('secureConnection', (socket) => this.accept(socket));
     server.on('tlsClientError', (err, socket) => {
       this.stats.refusedHandshake++;
@@ -169,6 +172,6 @@ export class InboundListener {
   close(): Promise<void> {
     this.h2.close();
     for (const p of this.appPools.values()) p.close();
-    return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    return drainAndClose(this.server, this.open);
   }
 }

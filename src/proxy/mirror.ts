@@ -9,7 +9,7 @@ import { buildHead, headerValue, parseHead, type HttpHead } from './http1/http1-
 export function mirrorRequest(head: HttpHead, lease: Lease, pool: ConnectionPool): void {
   const host = headerValue(head, 'host') ?? '';
   const bytes = Buffer.from(buildHead(head, { set: [['host', `${host}-shadow`]] }), 'latin1');
-  const owner = new Discard(lease, pool);
+  const owner = new Discard(lease, pool, head.method);
   const got = pool.acquire(lease.endpoint, owner);
   if (got instanceof Promise) got.then((c) => owner.send(c, bytes), () => lease.done('connect-failed'));
   else owner.send(got, bytes);
@@ -25,6 +25,7 @@ class Discard implements UpstreamOwner {
   constructor(
     private readonly lease: Lease,
     private readonly pool: ConnectionPool,
+    private readonly method: string,
   ) {}
 
   send(c: UpstreamConnection, bytes: Buffer): void {
@@ -44,7 +45,7 @@ class Discard implements UpstreamOwner {
           return;
         }
         this.head = h;
-        this.body.reset(h.status === 204 || h.status === 304 ? 'none' : h.chunked ? 'chunked' : h.contentLength >= 0 ? h.contentLength : 'eof');
+        this.body.reset(this.method === 'HEAD' || h.status === 204 || h.status === 304 ? 'none' : h.chunked ? 'chunked' : h.contentLength >= 0 ? h.contentLength : 'eof');
         p = p.subarray(h.size);
       }
       const end = this.body.consume(p, 0, p.length);

@@ -1,5 +1,6 @@
 // The outbound request path: a chain of small steps from a request head to a Decision, in the order written below.
 
+import { STATUS_CODES } from 'node:http';
 import type { CompiledPolicy, ConsistentHashKey, HeaderOps, HttpRouteTable, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
 import { matchRoute, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
 import { OVERFLOW_HEADER } from './circuit-breaker';
@@ -33,12 +34,12 @@ export interface RouterStats {
   faultDelays: number;
   retries: number;
   mirrored: number;
+  connectFailures: number;
 }
 
 const flagged = (status: number, reason: string, text: string, flag: string, extra: readonly (readonly [string, string])[] = []): Buffer =>
   simpleResponse(status, reason, text ? `${text}\n` : '', [['x-mesh-response-flags', flag], ...extra]);
-const REASONS: Record<number, string> = { 200: 'OK', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
-const reason = (s: number): string => REASONS[s] ?? 'Status';
+const reason = (s: number): string => STATUS_CODES[s] ?? 'Status';
 const NO_ROUTE = flagged(404, 'Not Found', 'no route matched the request', 'NR');
 
 /** An outcome as the outlier detector counts it. */
@@ -51,7 +52,11 @@ function toOutcome(o: ExchangeOutcome): Outcome {
 
 /** A request head seen through the interface route matching needs (no copies of headers). */
 class HeadRequest implements RouteRequest {
-  constructor(private readonly h: HttpHead) {}
+  constructor(
+    private readonly h: HttpHead,
+    /** The port the app addressed: this upstream's local port (for `match.port`). */
+    readonly port: number,
+  ) {}
   get method(): string {
     return this.h.method;
   }
@@ -67,7 +72,7 @@ class HeadRequest implements RouteRequest {
 }
 
 export class OutboundHttpRouter {
-  readonly stats: RouterStats = { noRoute: 0, noEndpoint: 0, overflow: 0, faultAborts: 0, faultDelays: 0, retries: 0, mirrored: 0 };
+  readonly stats: RouterStats = { noRoute: 0, noEndpoint: 0, overflow: 0, faultAborts: 0, faultDelays: 0, retries: 0, mirrored: 0, connectFailures: 0 };
 
   constructor(
     /** The service this upstream port leads to (the VirtualService host). */
@@ -75,11 +80,12 @@ export class OutboundHttpRouter {
     private readonly policy: () => CompiledPolicy,
     private readonly catalog: UpstreamCatalog,
     private readonly random: () => number = Math.random,
+    private readonly port = 0,
   ) {}
 
   /** The chain, in order. Each step either answers or passes on; the comment says why it sits where it does. */
   readonly route = (head: HttpHead): Decision | Promise<Decision> => {
-    const req = new HeadRequest(head);
+    const req = new HeadRequest(head, this.port);
     // 1. Route match first: everything after depends on the rule (first match wins).
     const route = matchRoute(this.table(), req);
     if (!route) {
@@ -87,20 +93,25 @@ export class OutboundHttpRouter {
       return { kind: 'respond', response: NO_ROUTE };
     }
     const fault = route.fault;
-    // 2. Fault abort before any upstream work: the point is to act as if the upstream failed.
-    if (fault?.abort && this.random() < fault.abort.fraction) {
-      this.stats.faultAborts++;
-      const status = fault.abort.httpStatus ?? 200;
-      const grpc = fault.abort.grpcStatus;
-      return { kind: 'respond', response: flagged(status, reason(status), grpc === undefined ? 'fault filter abort' : '', 'FI', grpc === undefined ? [] : [['grpc-status', String(grpc)], ['content-type', 'application/grpc']]) };
-    }
-    // 3. Fault delay next, then the rest of the chain runs as usual (the delay is not the upstream's time).
+    // 2. Fault delay before any upstream work, then the abort (Envoy's order: a delayed request may still be aborted).
     if (fault?.delay && this.random() < fault.delay.fraction) {
       this.stats.faultDelays++;
-      return new Promise((resolve) => setTimeout(() => resolve(this.afterFaults(route, head, req)), fault.delay!.ms).unref());
+      return new Promise((resolve) => setTimeout(() => resolve(this.afterDelay(route, head, req)), fault.delay!.ms).unref());
+    }
+    return this.afterDelay(route, head, req);
+  };
+
+  private afterDelay(route: MatchedRoute, head: HttpHead, req: HeadRequest): Decision {
+    const abort = route.fault?.abort;
+    // 3. Fault abort: act as if the upstream failed, without touching it.
+    if (abort && this.random() < abort.fraction) {
+      this.stats.faultAborts++;
+      const status = abort.httpStatus ?? 200;
+      const grpc = abort.grpcStatus;
+      return { kind: 'respond', response: flagged(status, reason(status), grpc === undefined ? 'fault filter abort' : '', 'FI', grpc === undefined ? [] : [['grpc-status', String(grpc)], ['content-type', 'application/grpc']]) };
     }
     return this.afterFaults(route, head, req);
-  };
+  }
 
   private afterFaults(route: MatchedRoute, head: HttpHead, req: HeadRequest): Decision {
     const action = route.action;
@@ -163,7 +174,8 @@ export class OutboundHttpRouter {
   private stateOf(dest: WeightedDestination): DestinationState {
     let s = this.dests.get(dest);
     if (!s) {
-      const hashKey = this.seen!.destinationFor(dest.service).policyFor(dest.subset).loadBalancer.hashKey;
+      // The cluster's balancer follows the service-level policy (subset-level policies are not applied yet), so does the key.
+      const hashKey = this.seen!.destinationFor(dest.service).trafficPolicy.loadBalancer.hashKey;
       s = { cluster: this.catalog.cluster(dest.service), pool: this.catalog.pool(dest.service), hashKey, ctx: dest.subset ? { subset: dest.subset } : undefined };
       this.dests.set(dest, s);
     }
@@ -173,7 +185,9 @@ export class OutboundHttpRouter {
   /** An endpoint of the destination's cluster with its pool, or the response that says why there is none. */
   private target(dest: WeightedDestination, head: HttpHead): Target | Buffer {
     const s = this.stateOf(dest);
-    const got = s.cluster.acquire(s.hashKey ? { subset: dest.subset, hashKey: hashKeyOf(s.hashKey, head) } : s.ctx);
+    const key = s.hashKey && hashKeyOf(s.hashKey, head);
+    // A request without the key lands on a random point of the ring, as in Envoy (not all on one endpoint).
+    const got = s.cluster.acquire(key ? { subset: dest.subset, hashKey: key } : s.ctx);
     if (!got) {
       this.stats.noEndpoint++;
       return flagged(503, 'Service Unavailable', `no healthy upstream for ${serviceRefKey(dest.service)}${dest.subset ? ` subset ${dest.subset}` : ''}`, 'UH');
@@ -183,7 +197,14 @@ export class OutboundHttpRouter {
       return flagged(503, 'Service Unavailable', `upstream overflow: ${got.overflow}`, 'UO', [[OVERFLOW_HEADER, got.overflow]]);
     }
     const lease: Lease = got;
-    return { endpoint: lease.endpoint, pool: s.pool, done: (o) => lease.done(toOutcome(o)) };
+    return {
+      endpoint: lease.endpoint,
+      pool: s.pool,
+      done: (o) => {
+        if (o.connectFailure) this.stats.connectFailures++;
+        lease.done(toOutcome(o));
+      },
+    };
   }
 }
 
@@ -223,7 +244,7 @@ function isEmpty(ops: HeaderOps): boolean {
   return ops.set.length === 0 && ops.add.length === 0 && ops.remove.length === 0;
 }
 
-/** The consistent-hash key of a request, per the DestinationRule (source IP: not known on this path yet, so ''). */
+/** The consistent-hash key of a request, per the DestinationRule; '' when the request has none (source IP: see docs). */
 function hashKeyOf(hk: ConsistentHashKey, head: HttpHead): string {
   if ('httpHeaderName' in hk) return headerValue(head, hk.httpHeaderName.toLowerCase()) ?? '';
   if ('httpCookie' in hk) {

@@ -12,6 +12,7 @@ import { Http1Session } from './http1/http1-session';
 import { H2Outbound } from './http2/h2-outbound';
 import type { Connector } from './mtls-connector';
 import { OutboundHttpRouter } from './outbound-http-router';
+import { drainAndClose, trackConnections } from './drain';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, OutboundRoute } from './proxy-config';
 
@@ -28,6 +29,7 @@ export interface ClusterCatalog {
 }
 
 export class OutboundListener {
+  private open = new Set<Socket>();
   private server?: Server;
   readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0 };
   /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP. */
@@ -42,7 +44,7 @@ export class OutboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) });
+    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) }, Math.random, route.listen.port);
   }
 
   /** The pool for a destination service: mTLS with its SNI, checking its workload identity; a rotated certificate retires idle connections. */
@@ -71,6 +73,7 @@ export class OutboundListener {
 
   listen(): Promise<HostPort> {
     const server = (this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => void this.accept(s)));
+    this.open = trackConnections(server);
     server.on('error', (err) => this.log.error('outbound listener error', { cluster: this.route.cluster, error: err.message }));
     const at = this.route.listen;
     return new Promise((resolve, reject) => {
@@ -130,6 +133,6 @@ export class OutboundListener {
   close(): Promise<void> {
     this.h2?.close();
     for (const p of this.pools.values()) p.close();
-    return new Promise((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    return drainAndClose(this.server, this.open);
   }
 }

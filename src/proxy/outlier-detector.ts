@@ -20,7 +20,8 @@
 // interval late. The decay of k is likewise worked out when the endpoint is next ejected, from
 // how long it has been back. Nothing runs while nothing fails, and there is no timer to stop.
 
-import type { Clock } from '../agent/clock';
+/** What outlier detection needs of time. */
+type Clock = { now(): number };
 import { MeshError } from '../errors';
 import { endpointKey, type Endpoint } from '../registry';
 

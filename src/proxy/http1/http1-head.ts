@@ -91,7 +91,8 @@ export function parseHead(buf: Buffer, start: number, kind: 'request' | 'respons
     const value = line.slice(colon + 1).trim();
     if (BAD_VALUE.test(value)) throw new HttpFramingError(400, `invalid character in the value of ${name}`);
     fields.push(name, value);
-    const lower = name.length <= 17 ? name.toLowerCase() : '';
+    // Only names as long as the longest field looked at below need lower-casing.
+    const lower = name.length <= 19 ? name.toLowerCase() : '';
     if (lower === 'content-length') {
       if (!DIGITS.test(value)) throw new HttpFramingError(400, `bad Content-Length ${JSON.stringify(value.slice(0, 20))}`);
       const n = Number(value);

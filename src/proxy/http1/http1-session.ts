@@ -168,7 +168,11 @@ export class Http1Session implements UpstreamOwner {
   }
 
   private decided(d: Decision, raw: Buffer): void {
-    if (this.ended) return;
+    if (this.ended) {
+      // Decided after the client left (a fault delay): give the lease back as cancelled.
+      if (d.kind === 'forward') d.target.done?.({ status: 0, connectFailure: false, reset: false, timeout: false });
+      return;
+    }
     const head = this.head!;
     if (d.kind === 'respond') {
       // A local answer: the request body, if any, is read and dropped.
@@ -348,7 +352,7 @@ export class Http1Session implements UpstreamOwner {
     if (this.resp === Resp.Head) {
       // A kept-alive connection the upstream closed just as we reused it (the keep-alive race): the request never
       // reached the app, so send it again on a new connection, once, without counting it as an attempt.
-      if (!this.respSeen && c && c.requests > 1 && !this.head?.upgrade && (this.reqBody.done || this.bodyCopy) && this.target) {
+      if (!this.respSeen && c && c.requests > 1 && !this.head?.upgrade && this.head!.contentLength <= 0 && !this.head!.chunked && this.target) {
         this.reportAttempt({}); // the lease of this try ends; the replay takes a fresh one below
         this.respSeen = true;
         this.dispatch(this.target, true);
@@ -367,7 +371,8 @@ export class Http1Session implements UpstreamOwner {
   /** Whether this outcome may be retried now: attempts left, the plan says so, and the request can be replayed. */
   private mayRetry(o: ExchangeOutcome): boolean {
     const r = this.decision?.retry;
-    return !!r && this.attempt < r.attempts && (this.reqBody.done ? true : false) && (this.bodyCopy !== null || this.head!.contentLength <= 0) && r.retriable(o);
+    const h = this.head!;
+    return !!r && this.attempt < r.attempts && this.reqBody.done && (this.bodyCopy !== null || (h.contentLength <= 0 && !h.chunked)) && r.retriable(o);
   }
 
   private retry(o: ExchangeOutcome): void {
@@ -509,6 +514,7 @@ export class Http1Session implements UpstreamOwner {
     else this.down.destroy();
     this.ended = true;
     this.clearTimers();
+    this.reportAttempt({}); // cancelled by our side: not the endpoint's fault
     if (this.upstream) {
       this.upstream.socket.destroy();
       this.upstream = null;
@@ -531,8 +537,10 @@ export class Http1Session implements UpstreamOwner {
   private onDownClose(): void {
     this.ended = true;
     this.clearTimers();
+    // The client left: whatever attempt is open (connecting, waiting, answering) ends as cancelled, which gives
+    // its lease back without counting against the endpoint.
+    this.reportAttempt({});
     if (this.upstream) {
-      this.reportAttempt({ reset: true });
       this.upstream.socket.destroy();
       this.upstream = null;
     }
