@@ -27,6 +27,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_HTTP_MALFORMED: { retryable: false, text: 'Bytes on a proxy port are not valid HTTP/1.1; the connection is answered with 400/431 and closed.' },
   MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },
   MESH_ERR_INTERNAL: { retryable: true, text: 'An unexpected failure inside mesh-agent; the message and the log say what. Please report it.' },
+  MESH_ERR_CONSUL: { retryable: true, text: 'A request to Consul failed (unreachable, timed out, or answered an error); discovery keeps the last known endpoints and retries with backoff.' },
   MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
 } as const;
 
