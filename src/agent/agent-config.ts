@@ -26,6 +26,25 @@ export interface LocalServiceConfig {
   readonly upstreams: readonly UpstreamConfig[];
 }
 
+/** The `consul` block: connection (as the CONSUL_* variables) and how to watch. */
+export interface ConsulDiscoveryConfig {
+  readonly address?: string;
+  readonly scheme?: 'http' | 'https';
+  readonly token?: string;
+  readonly tokenFile?: string;
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly tlsServerName?: string;
+  readonly datacenter?: string;
+  /** Allow stale reads from any Consul server. @default false */
+  readonly stale: boolean;
+  /** Blocking query wait. @default 60000 */
+  readonly waitMs: number;
+  /** Least time between two queries of one service. @default 250 */
+  readonly minIntervalMs: number;
+}
+
 /** Validated agent settings. */
 export interface AgentConfig {
   readonly nodeName: string;
@@ -43,6 +62,8 @@ export interface AgentConfig {
   readonly endpointsFile: string | undefined;
   /** Istio VirtualService / DestinationRule YAML applied to this agent's upstreams; re-read on SIGHUP. */
   readonly policyFile: string | undefined;
+  /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
+  readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
 }
 
@@ -92,11 +113,12 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const address = r.string('address', inbound.host === '0.0.0.0' || inbound.host === '::' ? '127.0.0.1' : inbound.host);
   const endpointsFile = r.has('endpointsFile') ? resolve(base('endpointsFile'), r.string('endpointsFile', '')) : undefined;
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
+  const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {
@@ -137,4 +159,25 @@ function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPo
       else ports.set(u.listen.port, `services[${i}].upstreams[${j}]`);
     }),
   );
+}
+
+function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscoveryConfig {
+  const opt = (key: string): Record<string, string> => (c.has(key) ? { [key]: c.string(key, '') } : {});
+  const file = (key: string): Record<string, string> => (c.has(key) ? { [key]: path(c.string(key, '')) } : {});
+  const out: ConsulDiscoveryConfig = {
+    ...opt('address'),
+    ...(c.has('scheme') ? { scheme: c.oneOf('scheme', ['http', 'https'] as const, 'http') } : {}),
+    ...opt('token'),
+    ...file('tokenFile'),
+    ...file('caFile'),
+    ...file('certFile'),
+    ...file('keyFile'),
+    ...opt('tlsServerName'),
+    ...opt('datacenter'),
+    stale: c.boolean('stale', false),
+    waitMs: c.duration('wait', 60_000, { min: 1000 }),
+    minIntervalMs: c.duration('minInterval', 250),
+  };
+  c.done();
+  return out;
 }

@@ -5,7 +5,7 @@ import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, MeshError } from '../errors';
 import { MESH_VERSION, type ServiceRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
-import { serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
+import { CombinedSource, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
@@ -26,6 +26,7 @@ export class MeshAgent {
   private certs!: CertificateManager;
   private connection?: ServerConnection;
   private discovery?: DiscoverySource;
+  private consul?: ConsulSource;
   private inbound?: InboundListener;
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
@@ -79,7 +80,15 @@ export class MeshAgent {
     this.connection.on('connected', () => this.certs.renewDue());
     this.connection.start();
 
-    if (config.endpointsFile) this.discovery = new StaticFileSource(config.endpointsFile, { log: this.log });
+    // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
+    const sources: DiscoverySource[] = [];
+    if (config.endpointsFile) sources.push(new StaticFileSource(config.endpointsFile, { log: this.log }));
+    if (config.consul) {
+      const { stale, waitMs, minIntervalMs, ...consul } = config.consul;
+      this.consul = new ConsulSource({ consul, stale, waitMs, minIntervalMs, log: this.log.child({ source: 'consul' }) });
+      sources.push(this.consul);
+    }
+    this.discovery = sources.length > 1 ? new CombinedSource(sources) : sources[0];
     // A policy file that is wrong at start is an error to fix, not something to run without.
     if (config.policyFile) this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
     await this.startProxy(td);
@@ -192,7 +201,7 @@ export class MeshAgent {
       this.clusterRefs.set(key, { name: svc.name, namespace: svc.namespace });
       applyDestinationPolicy(c, this.policy.destinationFor(svc));
       if (this.discovery) this.discovery.watch(svc, (update) => c.apply(update));
-      else this.log.warn('no endpoints source configured (endpointsFile); the service has no endpoints', { service: key });
+      else this.log.warn('no endpoints source configured (endpointsFile or consul); the service has no endpoints', { service: key });
     }
     return cluster;
   }
@@ -278,6 +287,8 @@ export class MeshAgent {
         stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
       })),
       inboundStats: this.inbound?.stats,
+      // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
+      consul: this.consul?.status() ?? null,
     };
   }
 
