@@ -277,7 +277,7 @@ describe('loadAgentConfig', () => {
     const err = configError(() => loadAgentConfig({ file, env: {} }));
     const paths = err.problems.map((p) => p.path).sort();
     assert.deepEqual(paths, ['services[0].name', 'services[0].port', 'services[0].protocol', 'services[1].name']);
-    assert.match(err.problems.find((p) => p.path === 'services[0].protocol')!.message, /one of http, tcp/);
+    assert.match(err.problems.find((p) => p.path === 'services[0].protocol')!.message, /one of http, http2, grpc, tcp/);
   });
 });
 

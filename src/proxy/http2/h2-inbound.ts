@@ -17,7 +17,7 @@ import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
 import type { HeaderEdits } from './h2-headers';
 import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
-import { forwardStream, localReply } from './h2-stream-forwarder';
+import { forwardStream, holdStream, localReply, type HeldStream } from './h2-stream-forwarder';
 
 /** The inbound counters this handler keeps. */
 export interface H2InboundStats {
@@ -90,6 +90,7 @@ export class H2Inbound {
 
   private onStream(caller: Caller, down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     this.stats.h2Streams++;
+    const held = holdStream(down);
     const { route } = caller;
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
     if (route.protocol === 'http') {
@@ -100,12 +101,12 @@ export class H2Inbound {
     }
     const session = this.apps.ready(caller.app);
     if (session) {
-      this.forward(caller, down, headers, flags, session, grpc);
+      this.forward(caller, held, headers, flags, session, grpc);
       return;
     }
     this.apps.session(caller.app).then(
       (s) => {
-        if (!down.closed && !down.destroyed) this.forward(caller, down, headers, flags, s, grpc);
+        if (!down.closed && !down.destroyed) this.forward(caller, held, headers, flags, s, grpc);
       },
       (err: unknown) => {
         this.stats.upstreamFailures++;
@@ -115,8 +116,8 @@ export class H2Inbound {
     );
   }
 
-  private forward(caller: Caller, down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, grpc: boolean): void {
-    forwardStream(down, headers, flags, session, {
+  private forward(caller: Caller, held: HeldStream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, grpc: boolean): void {
+    forwardStream(held, headers, flags, session, {
       grpc,
       edits: caller.edits,
       done: (outcome, detail) => {

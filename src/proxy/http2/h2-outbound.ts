@@ -21,7 +21,7 @@ import type { Connector } from '../mtls-connector';
 import type { CredentialStore, OutboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
 import { H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
-import { forwardStream, localReply } from './h2-stream-forwarder';
+import { forwardStream, holdStream, localReply, type HeldStream } from './h2-stream-forwarder';
 
 /** The listener's counters this handler keeps; the h2 ones appear in the agent's status next to the others. */
 export interface H2OutboundStats {
@@ -93,6 +93,7 @@ export class H2Outbound {
 
   private onStream(down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     this.stats.h2Streams!++;
+    const held = holdStream(down);
     const grpc = this.route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
     const lease = this.cluster().acquire();
     if (lease === undefined) {
@@ -106,13 +107,13 @@ export class H2Outbound {
     }
     const session = this.pool.ready(lease.endpoint);
     if (session) {
-      this.forward(down, headers, flags, session, lease, grpc);
+      this.forward(held, headers, flags, session, lease, grpc);
       return;
     }
     this.pool.session(lease.endpoint).then(
       (s) => {
         if (down.closed || down.destroyed) lease.done('cancelled');
-        else this.forward(down, headers, flags, s, lease, grpc);
+        else this.forward(held, headers, flags, s, lease, grpc);
       },
       (err: unknown) => {
         this.stats.connectFailures++;
@@ -123,8 +124,8 @@ export class H2Outbound {
     );
   }
 
-  private forward(down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, lease: Lease, grpc: boolean): void {
-    forwardStream(down, headers, flags, session, {
+  private forward(held: HeldStream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, lease: Lease, grpc: boolean): void {
+    forwardStream(held, headers, flags, session, {
       grpc,
       done: (outcome, detail) => {
         lease.done(outcome);

@@ -34,9 +34,23 @@ export interface ForwardOptions {
 
 const noop = (): void => {};
 
-/** Forwards `down` (a stream a client opened on us) over `session`. Never throws: failures become a local reply or a reset. */
-export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, opts: ForwardOptions): void {
-  down.on('error', noop);
+/** A stream a client opened on us, held from the moment it arrives: its trailers may come before the upstream session is ready. */
+export interface HeldStream {
+  readonly down: ServerHttp2Stream;
+  requestTrailers?: IncomingHttpHeaders;
+}
+
+/** Takes charge of a new downstream stream at once (call it in the 'stream' handler, before any wait): errors and request trailers are caught. */
+export function holdStream(down: ServerHttp2Stream): HeldStream {
+  const held: HeldStream = { down };
+  down.on('error', noop); // a reset by the client surfaces as 'close' with its code
+  down.once('trailers', (t: IncomingHttpHeaders) => (held.requestTrailers = t));
+  return held;
+}
+
+/** Forwards a held stream over `session`. Never throws: failures become a local reply or a reset. */
+export function forwardStream(held: HeldStream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, opts: ForwardOptions): void {
+  const { down } = held;
   const requestEnded = (flags & NGHTTP2_FLAG_END_STREAM) !== 0 || down.readableEnded;
   let up: ClientHttp2Stream;
   try {
@@ -68,11 +82,9 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
 
   // 1 + 2: request body and trailers upstream.
   if (!requestEnded) {
-    let requestTrailers: IncomingHttpHeaders | undefined;
-    down.once('trailers', (t: IncomingHttpHeaders) => (requestTrailers = t));
     up.once('wantTrailers', () => {
       try {
-        up.sendTrailers(requestTrailers ? forwardHeaders(requestTrailers, NO_PSEUDO) : {});
+        up.sendTrailers(held.requestTrailers ? forwardHeaders(held.requestTrailers, NO_PSEUDO) : {});
       } catch {
         // the stream closed meanwhile; its close handler answers for it
       }
@@ -112,7 +124,9 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
         // the client went away meanwhile
       }
       responseSubmitted = true;
-      onResponseSubmitted?.();
+      // Not from inside this callback: it runs within nghttp2's send loop, where a reset would be sent
+      // ahead of the trailers just submitted (and they would be dropped).
+      if (onResponseSubmitted) setImmediate(onResponseSubmitted);
     });
     up.pipe(down);
   });
@@ -135,8 +149,8 @@ export function forwardStream(down: ServerHttp2Stream, headers: IncomingHttpHead
       return settle('reset', h2ErrorName(code));
     }
     // The response is complete. If the client is still sending, tell it to stop, as the server did
-    // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response), but only behind the trailers:
-    // 'finish' comes before them, and a reset sent then would overtake them.
+    // (RFC 9113 8.1: RST_STREAM NO_ERROR after a complete response), but only once the trailers are
+    // out: 'finish' comes before them, and a reset sent then would overtake them.
     if (!down.readableEnded && !down.closed) {
       const stop = (): void => {
         if (!down.closed && !down.readableEnded) down.close(NGHTTP2_NO_ERROR);
