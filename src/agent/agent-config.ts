@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
+import type { ConsulSettingsInput } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 
 export type ServiceProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
@@ -26,17 +27,8 @@ export interface LocalServiceConfig {
   readonly upstreams: readonly UpstreamConfig[];
 }
 
-/** The `consul` block: connection (as the CONSUL_* variables) and how to watch. */
-export interface ConsulDiscoveryConfig {
-  readonly address?: string;
-  readonly scheme?: 'http' | 'https';
-  readonly token?: string;
-  readonly tokenFile?: string;
-  readonly caFile?: string;
-  readonly certFile?: string;
-  readonly keyFile?: string;
-  readonly tlsServerName?: string;
-  readonly datacenter?: string;
+/** The `consul` block: connection (as the CONSUL_* variables; unset fields come from them) and how to watch. */
+export interface ConsulDiscoveryConfig extends ConsulSettingsInput {
   /** Allow stale reads from any Consul server. @default false */
   readonly stale: boolean;
   /** Blocking query wait. @default 60000 */
