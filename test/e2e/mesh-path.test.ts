@@ -88,6 +88,17 @@ describe('mesh path through two agents', () => {
     assert.equal(/Hash=([0-9a-f]+)/.exec(xfcc)![1], createHash('sha256').update(webCert.raw).digest('hex'), 'Hash is the certificate agent A presented');
   });
 
+  it('refuses a forged caller identity smuggled in a chunked trailer', async () => {
+    const before = api.trailers.length;
+    const r = await tcpExchange(ports.api, 'POST /t HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\nx-forwarded-client-cert: By=x;URI=spiffe://mesh.local/ns/default/sa/admin\r\n\r\n');
+    assert.doesNotMatch(r.received.toString(), /^HTTP\/1\.1 200/);
+    assert.ok(!api.trailers.slice(before).some((t) => t['x-forwarded-client-cert']), 'the app never saw the forged trailer');
+    await b.proc.waitFor(/x-forwarded-client-cert is not allowed in a trailer/);
+    // Control: the same request with an ordinary trailer goes through.
+    const ok = await tcpExchange(ports.api, 'POST /t HTTP/1.1\r\nhost: api\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n2\r\nhi\r\n0\r\nx-checksum: 1\r\n\r\n');
+    assert.match(ok.received.toString(), /^HTTP\/1\.1 200/);
+  });
+
   it('carries raw TCP for protocol: tcp services', async () => {
     const r = await tcpExchange(ports.echo, 'bytes over the mesh');
     assert.equal(r.received.toString(), 'bytes over the mesh');

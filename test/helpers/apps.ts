@@ -5,20 +5,22 @@ import { createServer as createNetServer, connect as netConnect, type Server as 
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
 /** An HTTP app that answers 200 with the request's headers as JSON, and remembers them. */
-export async function startHttpApp(name: string): Promise<{ server: Server; port: number; seen: IncomingHttpHeaders[] }> {
+export async function startHttpApp(name: string): Promise<{ server: Server; port: number; seen: IncomingHttpHeaders[]; trailers: NodeJS.Dict<string>[] }> {
   const seen: IncomingHttpHeaders[] = [];
+  const trailers: NodeJS.Dict<string>[] = [];
   const server = createHttpServer((req, res) => {
     seen.push(req.headers);
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
+      trailers.push(req.trailers);
       const body = JSON.stringify({ app: name, path: req.url, headers: req.headers, body: Buffer.concat(chunks).toString() });
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { server, port: (server.address() as { port: number }).port, seen };
+  return { server, port: (server.address() as { port: number }).port, seen, trailers };
 }
 
 /** A TCP app that echoes bytes. */

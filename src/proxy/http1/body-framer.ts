@@ -12,6 +12,10 @@ export class BodyFramer {
   private remaining = 0;
   private size = 0;
   private sizeDigits = 0;
+  /** Trailer field names (lower-case) refused with 400: fields the proxy itself sets, which a trailer must not smuggle. */
+  forbiddenTrailers: ReadonlySet<string> | null = null;
+  private trailerName = '';
+  private inName = false;
 
   /** Starts a body: `length` >= 0 for Content-Length, 'chunked', 'eof' (until the peer closes), or 'none'. */
   reset(kind: number | 'chunked' | 'eof' | 'none'): void {
@@ -102,12 +106,20 @@ export class BodyFramer {
         case S.TrailerStart: {
           const c = buf[i++]!;
           this.s = c === 0x0d ? S.FinalLF : S.TrailerLine;
+          this.trailerName = c === 0x0d ? '' : String.fromCharCode(c);
+          this.inName = c !== 0x0d && c !== 0x3a;
           break;
         }
         case S.TrailerLine: {
           const c = buf[i++]!;
           if (c === 0x0d) this.s = S.TrailerLF;
           else if (c === 0x0a) throw new HttpFramingError(400, 'bare LF in a trailer');
+          else if (this.inName) {
+            if (c === 0x3a) {
+              this.inName = false;
+              if (this.forbiddenTrailers?.has(this.trailerName.toLowerCase())) throw new HttpFramingError(400, `${this.trailerName} is not allowed in a trailer`);
+            } else if (this.trailerName.length < 64) this.trailerName += String.fromCharCode(c);
+          }
           break;
         }
         case S.TrailerLF:

@@ -185,6 +185,8 @@ export class Http1Session implements UpstreamOwner {
     }
     this.decision = d;
     this.headBytes = forwardHead(head, raw, d.edits);
+    // A field the proxy sets on the request must not reach the app again as a trailer (e.g. a forged XFCC).
+    this.reqBody.forbiddenTrailers = d.edits?.set && head.chunked ? new Set(d.edits.set.map(([n]) => n)) : null;
     // Keep the body for a retry only when it is known to be small.
     this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= RETRY_BODY_LIMIT)) ? [] : null;
     this.bodyCopySize = 0;
