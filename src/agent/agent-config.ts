@@ -29,6 +29,8 @@ export interface LocalServiceConfig {
 
 /** The `consul` block: connection (as the CONSUL_* variables; unset fields come from them) and how to watch. */
 export interface ConsulDiscoveryConfig extends ConsulSettingsInput {
+  /** Register the node's mesh services too (the agent always registers itself as `mesh-agent`). @default false */
+  readonly registerServices: boolean;
   /** Allow stale reads from any Consul server. @default false */
   readonly stale: boolean;
   /** Blocking query wait. @default 60000 */
@@ -166,6 +168,7 @@ function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscover
     ...file('keyFile'),
     ...opt('tlsServerName'),
     ...opt('datacenter'),
+    registerServices: c.boolean('registerServices', false),
     stale: c.boolean('stale', false),
     waitMs: c.duration('wait', 60_000, { min: 1000 }),
     minIntervalMs: c.duration('minInterval', 250),

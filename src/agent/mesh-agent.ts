@@ -5,7 +5,7 @@ import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, MeshError } from '../errors';
 import { MESH_VERSION, type ServiceRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
-import { CombinedSource, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
+import { CombinedSource, ConsulRegistration, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
@@ -27,6 +27,7 @@ export class MeshAgent {
   private connection?: ServerConnection;
   private discovery?: DiscoverySource;
   private consul?: ConsulSource;
+  private registration?: ConsulRegistration;
   private inbound?: InboundListener;
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
@@ -84,7 +85,7 @@ export class MeshAgent {
     const sources: DiscoverySource[] = [];
     if (config.endpointsFile) sources.push(new StaticFileSource(config.endpointsFile, { log: this.log }));
     if (config.consul) {
-      const { stale, waitMs, minIntervalMs, ...consul } = config.consul;
+      const { stale, waitMs, minIntervalMs, registerServices: _r, ...consul } = config.consul;
       this.consul = new ConsulSource({ consul, stale, waitMs, minIntervalMs, log: this.log.child({ source: 'consul' }) });
       sources.push(this.consul);
     }
@@ -102,6 +103,7 @@ export class MeshAgent {
       this.log,
     );
     this.bound.admin = await this.admin.listen(config.admin);
+    if (config.consul) this.startRegistration(config.consul);
     this.reportTimer = setInterval(() => this.report(), REPORT_INTERVAL_MS).unref();
     this.certs.on('rotated', () => this.report());
     signal?.addEventListener('abort', () => void this.close(), { once: true });
@@ -118,8 +120,39 @@ export class MeshAgent {
     return this.readyPromise;
   }
 
+  /** Registers the agent (and, when asked, its services) with the local Consul agent, retrying in the background. */
+  private startRegistration(c: NonNullable<AgentConfig['consul']>): void {
+    const { config } = this;
+    const { stale: _s, waitMs: _w, minIntervalMs: _m, registerServices, ...consul } = c;
+    const admin = this.bound.admin!;
+    const self = {
+      id: `mesh-agent-${config.nodeName}`,
+      name: 'mesh-agent',
+      namespace: 'default',
+      address: config.address,
+      port: this.bound.inbound!.port,
+      meta: { 'mesh-agent-id': this.enrollment.agentId },
+      check: { http: `http://${admin.host === '0.0.0.0' ? '127.0.0.1' : admin.host}:${admin.port}/ready`, interval: '10s' },
+    };
+    const services = registerServices
+      ? config.services.map((s) => ({
+          id: `${s.name}-${config.nodeName}`,
+          name: s.name,
+          namespace: s.namespace,
+          address: config.address,
+          port: s.target.port,
+          tags: [`protocol=${s.protocol}`],
+          check: { tcp: `${s.target.host}:${s.target.port}`, interval: '10s' },
+        }))
+      : [];
+    this.registration = new ConsulRegistration(consul, this.bound.inbound!.port, [self, ...services], this.log.child({ source: 'consul' }));
+    this.registration.start();
+  }
+
   /** Stops listening and closes the channel; open connections drain on their own. */
   async close(): Promise<void> {
+    // Leave the catalog first, so other agents stop sending here while we drain.
+    await this.registration?.close();
     if (this.reportTimer) clearInterval(this.reportTimer);
     this.connection?.close();
     this.certs?.close();

@@ -182,7 +182,8 @@ describe('ConsulSource', () => {
     await got.next();
     const since = Date.now();
     await new Promise((r) => setTimeout(r, 300)); // a window to count requests in: no event marks "did not loop"
-    assert.ok(consul.requestCount('/v1/health/service/z', since) <= 1, `requests in 300 ms: ${consul.requestCount('/v1/health/service/z', since)}`);
+    // A hot loop would make hundreds; one re-read that was already under way when the window opened is fine (seen under load).
+    assert.ok(consul.requestCount('/v1/health/service/z', since) <= 2, `requests in 300 ms: ${consul.requestCount('/v1/health/service/z', since)}`);
     assert.ok(consul.requests.filter((r) => r.path === '/v1/health/service/z').every((r) => r.query.get('index') !== '0'));
     await registerRemote(consul, 'node-c', '10.0.0.3', { ID: 'z-2', Service: 'z' });
     assert.deepEqual(await got.next('z-2', 2_000), { type: 'reset', endpoints: [ep('10.0.0.2'), ep('10.0.0.3')] });
