@@ -30,9 +30,17 @@ export async function runUntilSignal(part: Lifecycle, onReady?: () => void): Pro
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  // Output to a closed pipe (`mesh-agent server | head -1`) must not turn into errors that are logged to the same
+  // closed pipe, forever: stop writing to a stream once it failed, and keep serving.
+  let stderrOk = true;
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => (stderrOk = false));
+  const report = (text: string): void => {
+    if (stderrOk && !process.stderr.destroyed) process.stderr.write(text);
+  };
   // A component bug must not take the node's traffic down silently: log it and keep serving.
-  process.on('uncaughtException', (err) => process.stderr.write(`uncaught exception (continuing): ${err.stack ?? err.message}\n`));
-  process.on('unhandledRejection', (err) => process.stderr.write(`unhandled rejection (continuing): ${describeError(err)}\n`));
+  process.on('uncaughtException', (err) => report(`uncaught exception (continuing): ${err.stack ?? err.message}\n`));
+  process.on('unhandledRejection', (err) => report(`unhandled rejection (continuing): ${describeError(err)}\n`));
   try {
     await part.start(abort.signal);
   } catch (err) {

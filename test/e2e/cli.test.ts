@@ -1,10 +1,11 @@
 // The command line itself: help with examples on every command, clear errors for bad flags and configs.
 
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { runMeshAgent, tempDir } from '../helpers/processes';
+import { CLI, runMeshAgent, tempDir } from '../helpers/processes';
 
 const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['version'], ['demo']];
 
@@ -48,6 +49,28 @@ describe('mesh-agent CLI', () => {
     const r = await runMeshAgent(['server', '--no-such-flag']);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /unknown option '--no-such-flag'/);
+  });
+
+  it('keeps quiet and stops on the first SIGTERM when its output pipe was closed', { timeout: 15_000 }, async () => {
+    const dir = join(tmp.dir, 'epipe');
+    const child = spawn(process.execPath, [CLI, 'server', '--data-dir', dir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Close both read ends as soon as the server has said anything, like `mesh-agent server | head -1`.
+    await new Promise<void>((r) => child.stderr!.once('data', () => r()));
+    child.stdout!.destroy();
+    child.stderr!.destroy();
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const cpu = (): number => {
+      const f = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return Number(f[11]) + Number(f[12]); // utime + stime, in clock ticks
+    };
+    await new Promise((r) => setTimeout(r, 300)); // let it reach ready and write into the closed pipes
+    const before = cpu();
+    await new Promise((r) => setTimeout(r, 1000)); // a window to measure a busy loop in: no event marks its absence
+    assert.ok(cpu() - before < 20, `used ${cpu() - before} ticks of CPU in 1 s with nobody reading its output`);
+    child.kill('SIGTERM');
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 5000))]);
+    if (code === 'still running') child.kill('SIGKILL');
+    assert.equal(code, 0, 'the first SIGTERM stops it');
   });
 
   it('prints the version as text and JSON', async () => {
