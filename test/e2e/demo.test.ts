@@ -24,7 +24,13 @@ function processesMentioning(needle: string): number[] {
 describe('mesh-agent demo', () => {
   let demo: Proc | undefined;
   after(async () => {
-    await demo?.stop('SIGKILL');
+    // Ctrl-C first, so the demo stops its children even when an assertion failed; SIGKILL only if it hangs.
+    if (demo?.running) {
+      demo.child.kill('SIGINT');
+      const t = setTimeout(() => demo?.child.kill('SIGKILL'), 10_000);
+      await demo.exited;
+      clearTimeout(t);
+    }
   });
 
   it('prints a curl command within 20 s that goes through the mesh, and Ctrl-C stops everything', async () => {
