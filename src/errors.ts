@@ -22,7 +22,6 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_STORE: { retryable: false, text: 'The SQLite store could not be opened or migrated (wrong file, newer schema, permissions).' },
   MESH_ERR_STATE_DIR: { retryable: false, text: 'The agent state dir could not be read or written, or holds damaged files.' },
   MESH_ERR_ENDPOINTS_FILE: { retryable: true, text: 'The static endpoints file is missing or invalid; the last good endpoints are kept.' },
-  MESH_ERR_NO_ENDPOINT: { retryable: true, text: 'An upstream has no endpoint to send a connection to.' },
   MESH_ERR_UPSTREAM_CONNECT: { retryable: true, text: 'Connecting to an upstream endpoint failed (refused, timed out, TLS handshake failed).' },
   MESH_ERR_HTTP_MALFORMED: { retryable: false, text: 'Bytes on a proxy port are not valid HTTP/1.1; the connection is answered with 400/431 and closed.' },
   MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },

@@ -39,4 +39,4 @@ export { Http1Session, type Decision, type ExchangeOutcome, type HttpRouter, typ
 export { parseHead, buildHead, forwardHead, setOnlyEdits, headerValue, simpleResponse, type HttpHead, type HeadEdits } from './http1/http1-head';
 export { BodyFramer } from './http1/body-framer';
 export { ConnectionPool, UpstreamConnection, type Dialer, type UpstreamOwner } from './connection-pool';
-export type { CredentialStore, InboundRoute, OutboundRoute, ProxyConfig, Protocol } from './proxy-config';
+export type { CredentialStore, InboundRoute, OutboundRoute, Protocol } from './proxy-config';

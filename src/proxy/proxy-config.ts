@@ -39,9 +39,3 @@ export interface CredentialStore {
   contextFor(identity: SpiffeId): SecureContext | undefined;
   readonly trustDomain: string;
 }
-
-/** The whole proxy configuration. */
-export interface ProxyConfig {
-  readonly inbound: { readonly listen: HostPort; readonly routes: readonly InboundRoute[] };
-  readonly outbound: readonly OutboundRoute[];
-}

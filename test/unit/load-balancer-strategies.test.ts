@@ -17,15 +17,8 @@ import {
   type LoadBalancerName,
 } from '../../src/proxy/load-balancer';
 import type { Endpoint } from '../../src/registry';
+import { seeded } from '../helpers/seeded-random';
 
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ep = (name: string, weight = 1): Endpoint => ({ address: name, port: 15443, weight, labels: {} });
 const names = (lb: LoadBalancer, n: number): string => Array.from({ length: n }, () => lb.pick()?.address ?? '-').join(' ');

@@ -4,16 +4,8 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createLoadBalancer, RoundRobin, type EndpointStats, type LoadBalancer, type PickContext } from '../../src/proxy/load-balancer';
 import type { Endpoint } from '../../src/registry';
+import { seeded } from '../helpers/seeded-random';
 
-/** A small seeded generator (mulberry32), so every run sees the same numbers. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ep = (n: number, weight = 1): Endpoint => ({ address: `10.0.0.${n}`, port: 15443, weight, labels: {} });
 const idle: EndpointStats = { activeRequests: () => 0 };
