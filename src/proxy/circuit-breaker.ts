@@ -44,6 +44,8 @@ export const CIRCUIT_BREAKER_DEFAULTS = Object.freeze({
 export class ResourceLimit {
   active = 0;
   overflows = 0;
+  /** Told when a slot comes back (connection pools waiting for one); empty for most limits. */
+  private readonly releaseListeners = new Set<() => void>();
 
   constructor(
     readonly overflow: OverflowKind,
@@ -60,9 +62,21 @@ export class ResourceLimit {
     return true;
   }
 
+  /** Takes a slot even over the ceiling (a pool's first connection to an endpoint, which must not starve). */
+  forceAcquire(): void {
+    this.active++;
+  }
+
   /** Gives a slot back. Extra releases are ignored rather than letting the count go negative. */
   release(): void {
     if (this.active > 0) this.active--;
+    if (this.releaseListeners.size > 0 && this.active < this.max) for (const l of this.releaseListeners) l();
+  }
+
+  /** Calls `listener` whenever a slot is given back below the ceiling; returns the unsubscribe. */
+  onRelease(listener: () => void): () => void {
+    this.releaseListeners.add(listener);
+    return () => this.releaseListeners.delete(listener);
   }
 
   /** True while every slot is taken (Envoy's *_open gauges). */

@@ -3,11 +3,10 @@
 import { STATUS_CODES } from 'node:http';
 import type { CompiledPolicy, ConsistentHashKey, HeaderOps, HttpRouteTable, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
 import { matchRoute, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
-import { OVERFLOW_HEADER } from './circuit-breaker';
 import type { Cluster, Lease } from './cluster';
 import type { ConnectionPool } from './connection-pool';
 import { headerValue, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
-import type { Decision, ExchangeOutcome, RetryPlan, Target } from './http1/http1-session';
+import { overflowResponse, type Decision, type ExchangeOutcome, type RetryPlan, type Target } from './http1/http1-session';
 import type { Outcome } from './outlier-detector';
 import { mirrorRequest } from './mirror';
 
@@ -33,6 +32,8 @@ export interface RouterStats {
   faultAborts: number;
   faultDelays: number;
   retries: number;
+  /** Retries not made because the circuit breaker's maxRetries were all in flight. */
+  retryOverflow: number;
   mirrored: number;
   connectFailures: number;
 }
@@ -72,7 +73,7 @@ class HeadRequest implements RouteRequest {
 }
 
 export class OutboundHttpRouter {
-  readonly stats: RouterStats = { noRoute: 0, noEndpoint: 0, overflow: 0, faultAborts: 0, faultDelays: 0, retries: 0, mirrored: 0, connectFailures: 0 };
+  readonly stats: RouterStats = { noRoute: 0, noEndpoint: 0, overflow: 0, faultAborts: 0, faultDelays: 0, retries: 0, retryOverflow: 0, mirrored: 0, connectFailures: 0 };
 
   constructor(
     /** The service this upstream port leads to (the VirtualService host). */
@@ -140,20 +141,35 @@ export class OutboundHttpRouter {
     const edits = requestEdits(route, dest, head);
     const responseEdits = responseEditsOf(route.headers.response, dest.headers.response);
     // 8. Timeout and retries last: they wrap the attempts the steps above set up.
-    const r = route.retries;
-    const retry: RetryPlan | undefined =
-      r.attempts > 0
-        ? {
-            attempts: r.attempts,
-            perTryTimeoutMs: r.perTryTimeoutMs,
-            retriable: (o) => retriable(r.retryOn, r.retriableStatusCodes, o),
-            next: () => {
-              this.stats.retries++;
-              return this.target(dest, head);
-            },
-          }
-        : undefined;
+    const retry = route.retries.attempts > 0 ? this.retryPlan(route, dest, head) : undefined;
     return { kind: 'forward', target: first, edits, responseEdits, timeoutMs: route.timeoutMs, retry };
+  }
+
+  /** Retries of one request. Retries in flight are a cluster-wide limit (circuit breaker maxRetries): a slot per retry, given back when it ends. */
+  private retryPlan(route: MatchedRoute, dest: WeightedDestination, head: HttpHead): RetryPlan {
+    const r = route.retries;
+    const slots = this.stateOf(dest).cluster.circuitBreaker.retries;
+    return {
+      attempts: r.attempts,
+      perTryTimeoutMs: r.perTryTimeoutMs,
+      retriable: (o) => retriable(r.retryOn, r.retriableStatusCodes, o),
+      admit: () => {
+        if (slots.tryAcquire()) return true;
+        this.stats.retryOverflow++;
+        return false;
+      },
+      cancel: () => slots.release(),
+      next: () => {
+        this.stats.retries++;
+        const t = this.target(dest, head);
+        if (Buffer.isBuffer(t)) {
+          slots.release();
+          return t;
+        }
+        const done = t.done;
+        return { ...t, done: (o) => (slots.release(), done?.(o)) };
+      },
+    };
   }
 
   /** The route table and per-destination lookups, recomputed only when the policy object changes. */
@@ -194,7 +210,7 @@ export class OutboundHttpRouter {
     }
     if (!('endpoint' in got)) {
       this.stats.overflow++;
-      return flagged(503, 'Service Unavailable', `upstream overflow: ${got.overflow}`, 'UO', [[OVERFLOW_HEADER, got.overflow]]);
+      return overflowResponse(got.overflow);
     }
     const lease: Lease = got;
     return {

@@ -21,6 +21,8 @@ export interface OutboundStats {
   connections: number;
   noEndpoint: number;
   connectFailures: number;
+  /** TCP connections refused because the cluster's circuit breaker maxConnections were all open. */
+  overflow: number;
 }
 
 /** Clusters are shared by every listener of the agent; the agent keeps them fed by discovery. */
@@ -31,15 +33,15 @@ export interface ClusterCatalog {
 export class OutboundListener {
   private open = new Set<Socket>();
   private server?: Server;
-  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0 };
-  /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP. */
-  private readonly pools = new Map<string, ConnectionPool>();
+  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, overflow: 0 };
+  /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP, with the policy they were configured by. */
+  private readonly pools = new Map<string, { pool: ConnectionPool; policy: CompiledPolicy | undefined }>();
   readonly router: OutboundHttpRouter;
 
   constructor(
     readonly route: OutboundRoute,
     private readonly catalog: ClusterCatalog,
-    policy: () => CompiledPolicy,
+    private readonly policy: () => CompiledPolicy,
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
@@ -47,28 +49,39 @@ export class OutboundListener {
     this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) }, Math.random, route.listen.port);
   }
 
-  /** The pool for a destination service: mTLS with its SNI, checking its workload identity; a rotated certificate retires idle connections. */
+  /**
+   * The pool for a destination service: mTLS with its SNI, checking its workload identity; a rotated certificate
+   * retires idle connections. Its limits are the cluster's circuit breaker; its timeouts follow the service's
+   * DestinationRule (connectionPool), re-read when the policy changes.
+   */
   private pool(service: ServiceRef): ConnectionPool {
     const key = serviceRefKey(service);
-    let pool = this.pools.get(key);
-    if (!pool) {
+    let entry = this.pools.get(key);
+    if (!entry) {
       const { source } = this.route;
       const td = this.credentials.trustDomain;
       const sni = `${service.name}.${service.namespace}.${td}`;
       const expected = SpiffeId.workload(td, service.namespace, service.name);
       const credentials = this.credentials;
-      pool = new ConnectionPool(
-        (endpoint) => {
+      const pool = new ConnectionPool(
+        (endpoint, timeoutMs) => {
           const context = credentials.contextFor(source);
           if (!context) return Promise.reject(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`));
-          return this.connector.connect({ endpoint, context, sni, expected });
+          return this.connector.connect({ endpoint, context, sni, expected, timeoutMs });
         },
         {},
         () => credentials.contextFor(source),
+        this.catalog.cluster(service).circuitBreaker,
       );
-      this.pools.set(key, pool);
+      this.pools.set(key, (entry = { pool, policy: undefined }));
     }
-    return pool;
+    const policy = this.policy();
+    if (entry.policy !== policy) {
+      entry.policy = policy;
+      const cp = policy.destinationFor(service).trafficPolicy.connectionPool;
+      entry.pool.configure({ idleTimeoutMs: cp.idleTimeoutMs, maxRequestsPerConnection: cp.maxRequestsPerConnection, connectTimeoutMs: cp.connectTimeoutMs });
+    }
+    return entry.pool;
   }
 
   listen(): Promise<HostPort> {
@@ -107,7 +120,17 @@ export class OutboundListener {
       down.resume();
       return;
     }
-    const endpoint = this.catalog.cluster(this.route.service).pick();
+    const cluster = this.catalog.cluster(this.route.service);
+    // A TCP connection holds one of the cluster's connection slots (maxConnections) from accept to close; none free → closed at once (Envoy's UO).
+    const slots = cluster.circuitBreaker.connections;
+    if (!slots.tryAcquire()) {
+      this.stats.overflow++;
+      this.log.debug('upstream overflow: max-connections, connection closed', { cluster: this.route.cluster, max: slots.max });
+      down.destroy();
+      return;
+    }
+    down.once('close', () => slots.release());
+    const endpoint = cluster.pick();
     const context = this.credentials.contextFor(this.route.source);
     if (!endpoint || !context) {
       this.stats.noEndpoint++;
@@ -132,7 +155,7 @@ export class OutboundListener {
 
   close(): Promise<void> {
     this.h2?.close();
-    for (const p of this.pools.values()) p.close();
+    for (const p of this.pools.values()) p.pool.close();
     return drainAndClose(this.server, this.open);
   }
 }

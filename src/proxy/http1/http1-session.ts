@@ -4,7 +4,8 @@
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors';
 import type { Endpoint } from '../../registry';
-import type { ConnectionPool, UpstreamConnection, UpstreamOwner } from '../connection-pool';
+import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG, OVERFLOW_STATUS, type OverflowKind } from '../circuit-breaker';
+import { PoolOverflow, type ConnectionPool, type UpstreamConnection, type UpstreamOwner } from '../connection-pool';
 import { BodyFramer } from './body-framer';
 import { errorResponse, HttpFramingError } from './http-framing-error';
 import { buildHead, forwardHead, parseHead, simpleResponse, type HeadEdits, type HttpHead } from './http1-head';
@@ -35,7 +36,12 @@ export interface RetryPlan {
   /** 0 = none. */
   readonly perTryTimeoutMs: number;
   retriable(outcome: ExchangeOutcome): boolean;
+  /** Takes a retry slot of the cluster's circuit breaker (maxRetries); false = no retry now. */
+  admit(): boolean;
+  /** The next attempt's target; its done() gives the retry slot back (a Buffer answer gives it back at once). */
   next(): Target | Buffer;
+  /** Gives back a slot taken by admit() whose attempt never started (the request ended while waiting). */
+  cancel(): void;
 }
 
 /** What to do with one request. */
@@ -66,6 +72,14 @@ const RETRY_BACKOFF_BASE_MS = 25;
 
 const flagged = (status: number, reason: string, text: string, flag: string, close = false): Buffer =>
   simpleResponse(status, reason, `${text}\n`, [['x-mesh-response-flags', flag]], close);
+
+/** The fast answer to a request a circuit breaker refused: 503, the limit named in OVERFLOW_HEADER, flag UO. */
+export function overflowResponse(kind: OverflowKind): Buffer {
+  return simpleResponse(OVERFLOW_STATUS, 'Service Unavailable', `upstream overflow: ${kind}\n`, [
+    ['x-mesh-response-flags', OVERFLOW_RESPONSE_FLAG],
+    [OVERFLOW_HEADER, kind],
+  ]);
+}
 
 export class Http1Session implements UpstreamOwner {
   private pending: Buffer | null = null;
@@ -207,16 +221,19 @@ export class Http1Session implements UpstreamOwner {
     if (got instanceof Promise) {
       const attempt = this.attempt;
       got.then(
-        (c) => this.attach(c, attempt),
-        (err: unknown) => (attempt === this.attempt ? this.attemptFailed({ connectFailure: true }, `upstream connect failed: ${describeError(err)}`) : undefined),
+        (c) => this.attach(c, attempt, target.pool),
+        (err: unknown) => {
+          if (attempt !== this.attempt) return;
+          if (err instanceof PoolOverflow) this.attemptFailed({}, err.message, overflowResponse(err.overflow));
+          else this.attemptFailed({ connectFailure: true }, `upstream connect failed: ${describeError(err)}`);
+        },
       );
-    } else this.attach(got, this.attempt);
+    } else this.attach(got, this.attempt, target.pool);
   }
 
-  private attach(c: UpstreamConnection, attempt: number): void {
+  private attach(c: UpstreamConnection, attempt: number, pool: ConnectionPool): void {
     if (this.ended || this.resp !== Resp.Connecting || attempt !== this.attempt) {
-      c.owner = null;
-      c.socket.destroy();
+      pool.release(c, true); // nothing was written on it: another request can have it
       return;
     }
     this.upstream = c;
@@ -374,7 +391,10 @@ export class Http1Session implements UpstreamOwner {
   private mayRetry(o: ExchangeOutcome): boolean {
     const r = this.decision?.retry;
     const h = this.head!;
-    return !!r && this.attempt < r.attempts && this.reqBody.done && (this.bodyCopy !== null || (h.contentLength <= 0 && !h.chunked)) && r.retriable(o);
+    if (!r || this.attempt >= r.attempts || !this.reqBody.done || (this.bodyCopy === null && (h.contentLength > 0 || h.chunked)) || !r.retriable(o)) return false;
+    // A retry gives its own slot back (by ending its attempt) before asking for the next one.
+    if (this.attempt > 0) this.reportAttempt(o);
+    return r.admit();
   }
 
   private retry(o: ExchangeOutcome): void {
@@ -389,9 +409,13 @@ export class Http1Session implements UpstreamOwner {
     this.attempt++;
     this.resp = Resp.Waiting;
     const wait = Math.random() * RETRY_BACKOFF_BASE_MS * 2 ** this.attempt;
+    const plan = this.decision!.retry!;
     setTimeout(() => {
-      if (this.ended || this.resp !== Resp.Waiting) return;
-      const next = this.decision!.retry!.next();
+      if (this.ended || this.resp !== Resp.Waiting) {
+        plan.cancel();
+        return;
+      }
+      const next = plan.next();
       if (Buffer.isBuffer(next)) {
         this.resp = Resp.Body;
         this.writeDown(next);
