@@ -24,6 +24,8 @@ export interface LocalServiceConfig {
   /** Where the local app listens. */
   readonly target: HostPort;
   readonly protocol: ServiceProtocol;
+  /** The workload's labels, for VirtualService `match.sourceLabels` and policy selectors; `app: <name>` unless set. */
+  readonly labels: Readonly<Record<string, string>>;
   readonly upstreams: readonly UpstreamConfig[];
 }
 
@@ -84,6 +86,9 @@ export const AGENT_DEFAULTS = {
 /** What services and upstreams may declare; http2 and grpc speak prior-knowledge h2c to the app and h2 (ALPN) between agents. */
 const SERVICE_PROTOCOLS = ['http', 'http2', 'grpc', 'tcp'] as const;
 
+/** Kubernetes-style label keys: an optional DNS prefix and "/", then a name of letters, digits, "-", "_" and ".". */
+const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+
 const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, such as "web" or "billing-api"';
 
 /**
@@ -130,8 +135,9 @@ function readService(s: FieldReader): LocalServiceConfig {
     u.done();
     return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });
+  const labels = { app: name, ...s.stringMap('labels', { keyPattern: LABEL_KEY, keyHint: 'a label name such as "version" or "app.kubernetes.io/name"' }) };
   s.done();
-  return { name, namespace, target: { host, port }, protocol, upstreams };
+  return { name, namespace, target: { host, port }, protocol, labels, upstreams };
 }
 
 function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPort, admin: HostPort, r: FieldReader): void {

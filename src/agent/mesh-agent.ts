@@ -216,6 +216,7 @@ export class MeshAgent {
           destination: SpiffeId.workload(td, u.namespace, u.service),
           sni: `${u.service}.${u.namespace}.${td}`,
           protocol: u.protocol,
+          sourceLabels: s.labels,
         };
         const listener = new OutboundListener(route, catalog, () => this.policy, connector, this.certs, this.log);
         this.bound.upstreams[`${s.name}->${u.service}`] = await listener.listen();

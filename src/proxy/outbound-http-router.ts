@@ -57,6 +57,8 @@ class HeadRequest implements RouteRequest {
     private readonly h: HttpHead,
     /** The port the app addressed: this upstream's local port (for `match.port`). */
     readonly port: number,
+    /** The calling workload's labels (for `match.sourceLabels`). */
+    readonly sourceLabels: Readonly<Record<string, string>>,
   ) {}
   get method(): string {
     return this.h.method;
@@ -82,11 +84,12 @@ export class OutboundHttpRouter {
     private readonly catalog: UpstreamCatalog,
     private readonly random: () => number = Math.random,
     private readonly port = 0,
+    private readonly sourceLabels: Readonly<Record<string, string>> = {},
   ) {}
 
   /** The chain, in order. Each step either answers or passes on; the comment says why it sits where it does. */
   readonly route = (head: HttpHead): Decision | Promise<Decision> => {
-    const req = new HeadRequest(head, this.port);
+    const req = new HeadRequest(head, this.port, this.sourceLabels);
     // 1. Route match first: everything after depends on the rule (first match wins).
     const route = matchRoute(this.table(), req);
     if (!route) {

@@ -4,7 +4,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
-import { serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
+import { matchTcpRoute, pickWeighted, serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
 import type { Logger } from '../telemetry';
 import type { Cluster } from './cluster';
 import { ConnectionPool } from './connection-pool';
@@ -21,6 +21,8 @@ export interface OutboundStats {
   connections: number;
   noEndpoint: number;
   connectFailures: number;
+  /** TCP connections that no VirtualService tcp[] rule matched. */
+  noRoute: number;
   /** TCP connections refused because the cluster's circuit breaker maxConnections were all open. */
   overflow: number;
 }
@@ -33,7 +35,7 @@ export interface ClusterCatalog {
 export class OutboundListener {
   private open = new Set<Socket>();
   private server?: Server;
-  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, overflow: 0 };
+  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, noRoute: 0, overflow: 0 };
   /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP, with the policy they were configured by. */
   private readonly pools = new Map<string, { pool: ConnectionPool; policy: CompiledPolicy | undefined }>();
   readonly router: OutboundHttpRouter;
@@ -46,7 +48,7 @@ export class OutboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) }, Math.random, route.listen.port);
+    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) }, Math.random, route.listen.port, route.sourceLabels);
   }
 
   /**
@@ -120,26 +122,38 @@ export class OutboundListener {
       down.resume();
       return;
     }
-    const cluster = this.catalog.cluster(this.route.service);
+    // A VirtualService's tcp[] rules pick the destination (service, subset, weight); without one, the route's service.
+    const { route } = this;
+    const matched = matchTcpRoute(this.policy().tcpRoutesFor(route.service), { port: route.listen.port, sourceLabels: route.sourceLabels });
+    const dest = matched && pickWeighted(matched.destinations, Math.random());
+    if (!dest) {
+      this.stats.noRoute++;
+      this.log.debug('no tcp route matched, connection closed', { cluster: route.cluster });
+      down.destroy();
+      return;
+    }
+    const cluster = this.catalog.cluster(dest.service);
     // A TCP connection holds one of the cluster's connection slots (maxConnections) from accept to close; none free → closed at once (Envoy's UO).
     const slots = cluster.circuitBreaker.connections;
     if (!slots.tryAcquire()) {
       this.stats.overflow++;
-      this.log.debug('upstream overflow: max-connections, connection closed', { cluster: this.route.cluster, max: slots.max });
+      this.log.debug('upstream overflow: max-connections, connection closed', { cluster: cluster.name, max: slots.max });
       down.destroy();
       return;
     }
     down.once('close', () => slots.release());
-    const endpoint = cluster.pick();
-    const context = this.credentials.contextFor(this.route.source);
+    const endpoint = cluster.pick(dest.subset ? { subset: dest.subset } : undefined);
+    const context = this.credentials.contextFor(route.source);
     if (!endpoint || !context) {
       this.stats.noEndpoint++;
-      this.log.warn(endpoint ? 'no workload certificate yet for the calling service' : 'no endpoint for upstream', { cluster: this.route.cluster, source: this.route.source.toString() });
+      this.log.warn(endpoint ? 'no workload certificate yet for the calling service' : 'no endpoint for upstream', { cluster: cluster.name, subset: dest.subset, source: route.source.toString() });
       down.destroy();
       return;
     }
+    const td = this.credentials.trustDomain;
+    const { name, namespace } = dest.service;
     try {
-      const up = await this.connector.connect({ endpoint, context, sni: this.route.sni, expected: this.route.destination });
+      const up = await this.connector.connect({ endpoint, context, sni: `${name}.${namespace}.${td}`, expected: SpiffeId.workload(td, namespace, name) });
       if (down.destroyed) {
         up.destroy();
         return;
@@ -148,7 +162,7 @@ export class OutboundListener {
       down.resume();
     } catch (err) {
       this.stats.connectFailures++;
-      this.log.warn('upstream connection failed', { cluster: this.route.cluster, endpoint: `${endpoint.address}:${endpoint.port}`, error: describeError(err) });
+      this.log.warn('upstream connection failed', { cluster: cluster.name, endpoint: `${endpoint.address}:${endpoint.port}`, error: describeError(err) });
       down.destroy();
     }
   }

@@ -31,6 +31,8 @@ export interface OutboundRoute {
   readonly destination: SpiffeId;
   readonly sni: string;
   readonly protocol: Protocol;
+  /** Labels of the calling workload, for VirtualService `match.sourceLabels`. */
+  readonly sourceLabels: Readonly<Record<string, string>>;
 }
 
 /** Key material the proxy draws on, kept current by the agent (certificates rotate under it). */

@@ -207,8 +207,19 @@ describe('loadAgentConfig', () => {
       namespace: AGENT_DEFAULTS.namespace,
       target: { host: '127.0.0.1', port: 8080 },
       protocol: AGENT_DEFAULTS.protocol,
+      labels: { app: 'web' },
       upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
     });
+  });
+
+  test('service labels: app implied, given labels kept, bad keys and values named', () => {
+    const ok = configFile('services:\n  - { name: web, port: 8080, labels: { version: v2, app.kubernetes.io/part-of: shop } }\n');
+    assert.deepEqual(loadAgentConfig({ file: ok, env: {} }).services[0]!.labels, { app: 'web', version: 'v2', 'app.kubernetes.io/part-of': 'shop' });
+    const bad = configFile('services:\n  - { name: web, port: 8080, labels: { "bad key": x, version: [1] } }\n');
+    assert.throws(
+      () => loadAgentConfig({ file: bad, env: {} }),
+      (err: Error) => /services\[0\]\.labels\.bad key/.test(err.message) && /services\[0\]\.labels\.version \(.*\): got a list/.test(err.message),
+    );
   });
 
   test('relative paths in the file are relative to the file', () => {
