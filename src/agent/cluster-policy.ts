@@ -1,11 +1,14 @@
 // Applies a DestinationRule (compiled) to a cluster: subsets, load balancer, outlier detection, circuit breaker.
 
-import type { DestinationPolicy } from '../policy';
+import { ownSubsetPolicy, type DestinationPolicy } from '../policy';
 import type { Cluster, LoadBalancerSettings } from '../proxy';
 
-/** Configures `cluster` from the service-level policy and the subsets' labels (subset-level policies: see docs). */
-export function applyDestinationPolicy(cluster: Cluster, dp: DestinationPolicy): void {
-  const tp = dp.trafficPolicy;
+/**
+ * Configures `cluster` from the service-level policy, or from `subset`'s policy for a subset's own cluster, and the
+ * subsets' labels (a subset's cluster still picks with the subset in the context).
+ */
+export function applyDestinationPolicy(cluster: Cluster, dp: DestinationPolicy, subset?: string): void {
+  const tp = ownSubsetPolicy(dp, subset) ?? dp.trafficPolicy;
   cluster.setSubsets(Object.fromEntries([...dp.subsets].map(([name, s]) => [name, s.labels])));
   const lb = tp.loadBalancer;
   const settings: LoadBalancerSettings =

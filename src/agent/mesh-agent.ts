@@ -32,8 +32,8 @@ export class MeshAgent {
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
-  /** The service each cluster is for (names may hold dots, so the key is not split back). */
-  private readonly clusterRefs = new Map<string, ServiceRef>();
+  /** The service (and subset) each cluster is for (names may hold dots, so the key is not split back). */
+  private readonly clusterRefs = new Map<string, { service: ServiceRef; subset: string | undefined }>();
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } = { upstreams: {} };
@@ -203,7 +203,7 @@ export class MeshAgent {
     this.inbound.setRoutes(inboundRoutes);
     this.bound.inbound = await this.inbound.listen(config.inbound);
     const connector = new MtlsConnector();
-    const catalog = { cluster: (svc: ServiceRef) => this.cluster(svc) };
+    const catalog = { cluster: (svc: ServiceRef, subset?: string) => this.cluster(svc, subset) };
     for (const s of config.services) {
       for (const u of s.upstreams) {
         const key = serviceKeyString({ name: u.service, namespace: u.namespace });
@@ -225,15 +225,19 @@ export class MeshAgent {
     }
   }
 
-  /** The cluster of a service, made on first use: fed by discovery, configured by its DestinationRule. */
-  private cluster(svc: ServiceRef): Cluster {
-    const key = serviceKeyString(svc);
+  /**
+   * The cluster of a service — or of one of its subsets, when the DestinationRule gives that subset its own
+   * trafficPolicy (Envoy's cluster per subset: own balancer, outlier detection, circuit breaker) — made on first use,
+   * fed by discovery, configured by the DestinationRule.
+   */
+  private cluster(svc: ServiceRef, subset?: string): Cluster {
+    const key = subset === undefined ? serviceKeyString(svc) : `${serviceKeyString(svc)}#${subset}`;
     let cluster = this.clusters.get(key);
     if (!cluster) {
       const c = (cluster = new Cluster(key));
       this.clusters.set(key, c);
-      this.clusterRefs.set(key, { name: svc.name, namespace: svc.namespace });
-      applyDestinationPolicy(c, this.policy.destinationFor(svc));
+      this.clusterRefs.set(key, { service: { name: svc.name, namespace: svc.namespace }, subset });
+      applyDestinationPolicy(c, this.policy.destinationFor(svc), subset);
       if (this.discovery) this.discovery.watch(svc, (update) => c.apply(update));
       else this.log.warn('no endpoints source configured (endpointsFile or consul); the service has no endpoints', { service: key });
     }
@@ -260,7 +264,10 @@ export class MeshAgent {
   private applyPolicy(p: CompiledPolicy): void {
     this.policy = p;
     for (const w of p.warnings) this.log.warn('policy warning', { warning: w });
-    for (const [key, c] of this.clusters) applyDestinationPolicy(c, p.destinationFor(this.clusterRefs.get(key)!));
+    for (const [key, c] of this.clusters) {
+      const ref = this.clusterRefs.get(key)!;
+      applyDestinationPolicy(c, p.destinationFor(ref.service), ref.subset);
+    }
   }
 
   private notReady(): string[] {

@@ -134,6 +134,15 @@ function applyLayer(base: EffectiveTrafficPolicy, layer: TrafficPolicySections |
   return { loadBalancer, connectionPool, outlierDetection, tlsMode };
 }
 
+/**
+ * The policy of `subset` when its DestinationRule entry has a trafficPolicy of its own (it then gets a cluster of its
+ * own), else undefined: the service-level policy applies to it.
+ */
+export function ownSubsetPolicy(dp: DestinationPolicy, subset: string | undefined): EffectiveTrafficPolicy | undefined {
+  const own = subset === undefined ? undefined : dp.subsets.get(subset)?.trafficPolicy;
+  return own !== undefined && own !== dp.trafficPolicy ? own : undefined;
+}
+
 function portLayer(tp: TrafficPolicy | undefined, port: number): TrafficPolicySections | undefined {
   return tp?.portLevelSettings.find((p) => p.port === port);
 }

@@ -26,6 +26,7 @@ export {
 } from './route-table';
 export {
   TRAFFIC_POLICY_DEFAULTS,
+  ownSubsetPolicy,
   type DestinationPolicy,
   type EffectiveTrafficPolicy,
   type SubsetPolicy,

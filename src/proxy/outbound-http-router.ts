@@ -2,7 +2,7 @@
 
 import { STATUS_CODES } from 'node:http';
 import type { CompiledPolicy, ConsistentHashKey, HeaderOps, HttpRouteTable, MatchedRoute, RouteRequest, ServiceRef, WeightedDestination } from '../policy';
-import { matchRoute, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
+import { matchRoute, ownSubsetPolicy, pickWeighted, redirectLocation, rewritePath, serviceRefKey } from '../policy';
 import type { Cluster, Lease } from './cluster';
 import type { ConnectionPool } from './connection-pool';
 import { headerValue, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
@@ -12,8 +12,9 @@ import { mirrorRequest } from './mirror';
 
 /** Where the router finds clusters and connections for a destination service. */
 export interface UpstreamCatalog {
-  cluster(service: ServiceRef): Cluster;
-  pool(service: ServiceRef): ConnectionPool;
+  /** The service's cluster, or a subset's own cluster (when its DestinationRule subset has its own trafficPolicy). */
+  cluster(service: ServiceRef, subset?: string): Cluster;
+  pool(service: ServiceRef, subset?: string): ConnectionPool;
 }
 
 /** What a destination needs per request, looked up once per policy. */
@@ -193,9 +194,17 @@ export class OutboundHttpRouter {
   private stateOf(dest: WeightedDestination): DestinationState {
     let s = this.dests.get(dest);
     if (!s) {
-      // The cluster's balancer follows the service-level policy (subset-level policies are not applied yet), so does the key.
-      const hashKey = this.seen!.destinationFor(dest.service).trafficPolicy.loadBalancer.hashKey;
-      s = { cluster: this.catalog.cluster(dest.service), pool: this.catalog.pool(dest.service), hashKey, ctx: dest.subset ? { subset: dest.subset } : undefined };
+      // A subset with a trafficPolicy of its own has its own cluster and pool (own balancer, outlier detection, limits).
+      const dp = this.seen!.destinationFor(dest.service);
+      const own = ownSubsetPolicy(dp, dest.subset);
+      const split = own ? dest.subset : undefined;
+      const hashKey = (own ?? dp.trafficPolicy).loadBalancer.hashKey;
+      s = {
+        cluster: this.catalog.cluster(dest.service, split),
+        pool: this.catalog.pool(dest.service, split),
+        hashKey,
+        ctx: dest.subset ? { subset: dest.subset } : undefined,
+      };
       this.dests.set(dest, s);
     }
     return s;

@@ -4,7 +4,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
-import { matchTcpRoute, pickWeighted, serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
+import { matchTcpRoute, ownSubsetPolicy, pickWeighted, serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
 import type { Logger } from '../telemetry';
 import type { Cluster } from './cluster';
 import { ConnectionPool } from './connection-pool';
@@ -29,7 +29,8 @@ export interface OutboundStats {
 
 /** Clusters are shared by every listener of the agent; the agent keeps them fed by discovery. */
 export interface ClusterCatalog {
-  cluster(service: ServiceRef): Cluster;
+  /** The service's cluster, or a subset's own cluster (when its DestinationRule subset has its own trafficPolicy). */
+  cluster(service: ServiceRef, subset?: string): Cluster;
 }
 
 export class OutboundListener {
@@ -48,7 +49,7 @@ export class OutboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s) => catalog.cluster(s), pool: (s) => this.pool(s) }, Math.random, route.listen.port, route.sourceLabels);
+    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s, subset) => catalog.cluster(s, subset), pool: (s, subset) => this.pool(s, subset) }, Math.random, route.listen.port, route.sourceLabels);
   }
 
   /**
@@ -56,8 +57,8 @@ export class OutboundListener {
    * retires idle connections. Its limits are the cluster's circuit breaker; its timeouts follow the service's
    * DestinationRule (connectionPool), re-read when the policy changes.
    */
-  private pool(service: ServiceRef): ConnectionPool {
-    const key = serviceRefKey(service);
+  private pool(service: ServiceRef, subset?: string): ConnectionPool {
+    const key = subset === undefined ? serviceRefKey(service) : `${serviceRefKey(service)}#${subset}`;
     let entry = this.pools.get(key);
     if (!entry) {
       const { source } = this.route;
@@ -73,14 +74,15 @@ export class OutboundListener {
         },
         {},
         () => credentials.contextFor(source),
-        this.catalog.cluster(service).circuitBreaker,
+        this.catalog.cluster(service, subset).circuitBreaker,
       );
       this.pools.set(key, (entry = { pool, policy: undefined }));
     }
     const policy = this.policy();
     if (entry.policy !== policy) {
       entry.policy = policy;
-      const cp = policy.destinationFor(service).trafficPolicy.connectionPool;
+      const dp = policy.destinationFor(service);
+      const cp = (ownSubsetPolicy(dp, subset) ?? dp.trafficPolicy).connectionPool;
       entry.pool.configure({ idleTimeoutMs: cp.idleTimeoutMs, maxRequestsPerConnection: cp.maxRequestsPerConnection, connectTimeoutMs: cp.connectTimeoutMs });
     }
     return entry.pool;
@@ -132,7 +134,7 @@ export class OutboundListener {
       down.destroy();
       return;
     }
-    const cluster = this.catalog.cluster(dest.service);
+    const cluster = this.catalog.cluster(dest.service, ownSubsetPolicy(this.policy().destinationFor(dest.service), dest.subset) ? dest.subset : undefined);
     // A TCP connection holds one of the cluster's connection slots (maxConnections) from accept to close; none free → closed at once (Envoy's UO).
     const slots = cluster.circuitBreaker.connections;
     if (!slots.tryAcquire()) {

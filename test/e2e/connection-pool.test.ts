@@ -93,6 +93,29 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
+metadata: { name: split }
+spec:
+  host: split
+  subsets:
+    - { name: all, labels: { tier: a } }
+    - name: limited
+      labels: { version: v2 }
+      trafficPolicy: { connectionPool: { http: { http2MaxRequests: 1 } } }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: split }
+spec:
+  hosts: [split]
+  http:
+    - match: [{ headers: { x-subset: { exact: limited } } }]
+      retries: { attempts: 0 }
+      route: [{ destination: { host: split, subset: limited } }]
+    - retries: { attempts: 0 }
+      route: [{ destination: { host: split, subset: all } }]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
 metadata: { name: echo }
 spec:
   host: echo
@@ -111,8 +134,8 @@ describe('connection pool settings through the mesh', () => {
   const ports: Record<string, number> = {};
   const dispatcher = new Agent({ connections: 8, pipelining: 0 });
 
-  const get = async (service: string, path: string): Promise<{ status: number; overflow: string | undefined; flags: string | undefined }> => {
-    const r = await request(`http://127.0.0.1:${ports[service]}${path}`, { dispatcher, headersTimeout: 15_000, reset: true });
+  const get = async (service: string, path: string, headers: Record<string, string> = {}): Promise<{ status: number; overflow: string | undefined; flags: string | undefined }> => {
+    const r = await request(`http://127.0.0.1:${ports[service]}${path}`, { dispatcher, headersTimeout: 15_000, reset: true, headers });
     await r.body.text();
     return { status: r.statusCode, overflow: r.headers['x-mesh-overflow'] as string | undefined, flags: r.headers['x-mesh-response-flags'] as string | undefined };
   };
@@ -134,7 +157,7 @@ describe('connection pool settings through the mesh', () => {
       mesh.writeConfig(
         'b.yaml',
         `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices:\n` +
-          ['limited', 'retrying', 'churn', 'idle'].map((s) => `  - { name: ${s}, port: ${app.port}, protocol: http }\n`).join('') +
+          ['limited', 'retrying', 'churn', 'idle', 'split'].map((s) => `  - { name: ${s}, port: ${app.port}, protocol: http }\n`).join('') +
           `  - { name: echo, port: ${echoPort}, protocol: tcp }\n`,
       ),
       { join: await mesh.token(server) },
@@ -143,11 +166,13 @@ describe('connection pool settings through the mesh', () => {
     const hungPort = (hung.address() as { port: number }).port;
     mesh.writeConfig(
       'endpoints.yaml',
-      `services:\n` + ['limited', 'retrying', 'churn', 'idle', 'echo'].map((s) => `  ${s}: [{ address: 127.0.0.1, port: ${bPort} }]\n`).join('') + `  hung: [{ address: 127.0.0.1, port: ${hungPort} }]\n`,
+      `services:\n` +
+        ['limited', 'retrying', 'churn', 'idle', 'echo'].map((s) => `  ${s}: [{ address: 127.0.0.1, port: ${bPort} }]\n`).join('') +
+        `  hung: [{ address: 127.0.0.1, port: ${hungPort} }]\n  split: [{ address: 127.0.0.1, port: ${bPort}, labels: { tier: a, version: v2 } }]\n`,
     );
     mesh.writeConfig('policy.yaml', POLICY);
-    for (const s of ['limited', 'retrying', 'churn', 'idle', 'hung', 'echo']) ports[s] = await freePort();
-    const upstreams = ['limited', 'retrying', 'churn', 'idle', 'hung'].map((s) => `{ service: ${s}, port: ${ports[s]}, protocol: http }`).concat(`{ service: echo, port: ${ports.echo}, protocol: tcp }`);
+    for (const s of ['limited', 'retrying', 'churn', 'idle', 'hung', 'echo', 'split']) ports[s] = await freePort();
+    const upstreams = ['limited', 'retrying', 'churn', 'idle', 'hung', 'split'].map((s) => `{ service: ${s}, port: ${ports[s]}, protocol: http }`).concat(`{ service: echo, port: ${ports.echo}, protocol: tcp }`);
     await mesh.startAgent(
       'node-a',
       mesh.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\npolicyFile: {{root}}/policy.yaml\nservices:\n  - name: web\n    port: 1\n    upstreams: [${upstreams.join(', ')}]\n`),
@@ -180,6 +205,14 @@ describe('connection pool settings through the mesh', () => {
     assert.deepEqual(results.map((r) => r.status), [503, 503, 503]);
     // 3 first attempts; the one admitted retry runs its 3 attempts one after another; the others answer at once.
     assert.equal(app.hits.get('fail'), 6);
+  });
+
+  it('a subset with its own trafficPolicy gets its own limits; the service level and other subsets keep theirs', async () => {
+    const limited = await Promise.all([1, 2, 3].map((i) => get('split', `/slow/l${i}`, { 'x-subset': 'limited' })));
+    assert.deepEqual(limited.map((r) => r.status).sort(), [200, 503, 503], JSON.stringify(limited));
+    assert.ok(limited.filter((r) => r.status === 503).every((r) => r.overflow === 'max-requests'));
+    const all = await Promise.all([1, 2, 3].map((i) => get('split', `/slow/a${i}`)));
+    assert.deepEqual(all.map((r) => r.status), [200, 200, 200], 'subset "all" uses the service-level policy (no limit)');
   });
 
   it('maxRequestsPerConnection 1: every request opens a new mTLS connection', async () => {
