@@ -180,9 +180,10 @@ export function buildProgram(): Command {
     .description('a small HTTP service used by the demo and tests')
     .requiredOption('--name <name>')
     .requiredOption('--port <port>')
+    .option('--host <addr>', 'address to listen on [127.0.0.1]')
     .option('--upstream <url>')
-    .action(async (opts: { name: string; port: string; upstream?: string }) => {
-      await runSampleService({ name: opts.name, port: Number(opts.port), ...(opts.upstream ? { upstream: opts.upstream } : {}) });
+    .action(async (opts: { name: string; port: string; host?: string; upstream?: string }) => {
+      await runSampleService({ name: opts.name, port: Number(opts.port), ...(opts.host ? { host: opts.host } : {}), ...(opts.upstream ? { upstream: opts.upstream } : {}) });
     });
 
   return program;

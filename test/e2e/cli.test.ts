@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { CLI, runMeshAgent, tempDir } from '../helpers/processes';
+import { CLI, freePort, meshAgent, runMeshAgent, tempDir } from '../helpers/processes';
 
 const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['version'], ['demo']];
 
@@ -71,6 +71,18 @@ describe('mesh-agent CLI', () => {
     const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 5000))]);
     if (code === 'still running') child.kill('SIGKILL');
     assert.equal(code, 0, 'the first SIGTERM stops it');
+  });
+
+  it('sample-service listens on the address --host names (the Nomad example binds its Nomad address)', async () => {
+    const port = await freePort();
+    const p = meshAgent('sample-service', ['sample-service', '--name', 'api', '--host', '127.0.0.2', '--port', String(port)]);
+    try {
+      await p.waitFor(new RegExp(`sample service api listening on 127\\.0\\.0\\.2:${port}`));
+      const res = await fetch(`http://127.0.0.2:${port}/hello`);
+      assert.equal(((await res.json()) as { service: string }).service, 'api');
+    } finally {
+      await p.stop();
+    }
   });
 
   it('prints the version as text and JSON', async () => {
