@@ -55,11 +55,13 @@ function toOutcome(o: ExchangeOutcome): Outcome {
 /** A request head seen through the interface route matching needs (no copies of headers). */
 class HeadRequest implements RouteRequest {
   constructor(
-    private readonly h: HttpHead,
+    readonly h: HttpHead,
     /** The port the app addressed: this upstream's local port (for `match.port`). */
     readonly port: number,
     /** The calling workload's labels (for `match.sourceLabels`). */
     readonly sourceLabels: Readonly<Record<string, string>>,
+    /** The client's address (for `consistentHash.useSourceIp`). */
+    readonly sourceAddress: string,
   ) {}
   get method(): string {
     return this.h.method;
@@ -89,8 +91,8 @@ export class OutboundHttpRouter {
   ) {}
 
   /** The chain, in order. Each step either answers or passes on; the comment says why it sits where it does. */
-  readonly route = (head: HttpHead): Decision | Promise<Decision> => {
-    const req = new HeadRequest(head, this.port, this.sourceLabels);
+  readonly route = (head: HttpHead, source = ''): Decision | Promise<Decision> => {
+    const req = new HeadRequest(head, this.port, this.sourceLabels, source);
     // 1. Route match first: everything after depends on the rule (first match wins).
     const route = matchRoute(this.table(), req);
     if (!route) {
@@ -131,7 +133,7 @@ export class OutboundHttpRouter {
     // 5. Weighted destination (canary splits), then an endpoint of its cluster (subset, balancer, breaker).
     const dest = pickWeighted(action.destinations, this.random());
     if (!dest) return { kind: 'respond', response: flagged(503, 'Service Unavailable', 'no destination with weight', 'UH') };
-    const first = this.target(dest, head);
+    const first = this.target(dest, req);
     if (Buffer.isBuffer(first)) return { kind: 'respond', response: first };
     // 6. Mirror after the primary is settled, so shadow traffic never takes the primary's place.
     if (route.mirror && !head.upgrade && head.contentLength <= 0 && !head.chunked && this.random() < route.mirror.fraction) {
@@ -145,12 +147,12 @@ export class OutboundHttpRouter {
     const edits = requestEdits(route, dest, head);
     const responseEdits = responseEditsOf(route.headers.response, dest.headers.response);
     // 8. Timeout and retries last: they wrap the attempts the steps above set up.
-    const retry = route.retries.attempts > 0 ? this.retryPlan(route, dest, head) : undefined;
+    const retry = route.retries.attempts > 0 ? this.retryPlan(route, dest, req) : undefined;
     return { kind: 'forward', target: first, edits, responseEdits, timeoutMs: route.timeoutMs, retry };
   }
 
   /** Retries of one request. Retries in flight are a cluster-wide limit (circuit breaker maxRetries): a slot per retry, given back when it ends. */
-  private retryPlan(route: MatchedRoute, dest: WeightedDestination, head: HttpHead): RetryPlan {
+  private retryPlan(route: MatchedRoute, dest: WeightedDestination, req: HeadRequest): RetryPlan {
     const r = route.retries;
     const slots = this.stateOf(dest).cluster.circuitBreaker.retries;
     return {
@@ -165,7 +167,7 @@ export class OutboundHttpRouter {
       cancel: () => slots.release(),
       next: () => {
         this.stats.retries++;
-        const t = this.target(dest, head);
+        const t = this.target(dest, req);
         if (Buffer.isBuffer(t)) {
           slots.release();
           return t;
@@ -211,9 +213,9 @@ export class OutboundHttpRouter {
   }
 
   /** An endpoint of the destination's cluster with its pool, or the response that says why there is none. */
-  private target(dest: WeightedDestination, head: HttpHead): Target | Buffer {
+  private target(dest: WeightedDestination, req: HeadRequest): Target | Buffer {
     const s = this.stateOf(dest);
-    const key = s.hashKey && hashKeyOf(s.hashKey, head);
+    const key = s.hashKey && hashKeyOf(s.hashKey, req.h, req.sourceAddress);
     // A request without the key lands on a random point of the ring, as in Envoy (not all on one endpoint).
     const got = s.cluster.acquire(key ? { subset: dest.subset, hashKey: key } : s.ctx);
     if (!got) {
@@ -272,8 +274,9 @@ function isEmpty(ops: HeaderOps): boolean {
   return ops.set.length === 0 && ops.add.length === 0 && ops.remove.length === 0;
 }
 
-/** The consistent-hash key of a request, per the DestinationRule; '' when the request has none (source IP: see docs). */
-function hashKeyOf(hk: ConsistentHashKey, head: HttpHead): string {
+/** The consistent-hash key of a request, per the DestinationRule; '' when the request has none. */
+function hashKeyOf(hk: ConsistentHashKey, head: HttpHead, source: string): string {
+  if ('useSourceIp' in hk) return source;
   if ('httpHeaderName' in hk) return headerValue(head, hk.httpHeaderName.toLowerCase()) ?? '';
   if ('httpCookie' in hk) {
     const cookies = headerValue(head, 'cookie') ?? '';

@@ -86,7 +86,7 @@ spec:
       route: [{ destination: { host: reviews, subset: v1 } }]
       mirror: { host: reviews, subset: v2 }
       mirrorPercentage: { value: 100 }
-    - match: [{ uri: { prefix: /flaky } }, { uri: { prefix: /cb } }]
+    - match: [{ uri: { prefix: /flaky } }, { uri: { prefix: /cb } }, { uri: { prefix: /any } }]
       retries: { attempts: 0 }
       route: [{ destination: { host: reviews } }]
     - route:
@@ -236,6 +236,18 @@ describe('routing and resilience through the mesh', () => {
     const overflowed = results.filter((r) => r.status === 503 && r.headers['x-mesh-overflow'] === 'max-requests');
     assert.equal(overflowed.length, 2, JSON.stringify(results.map((r) => [r.status, r.headers['x-mesh-overflow']])));
     assert.equal(overflowed[0]!.headers['x-mesh-response-flags'], 'UO');
+  });
+
+  it('consistentHash useSourceIp keeps one client on one endpoint; a missing header key spreads requests', async () => {
+    const versions = async (): Promise<Set<string>> => {
+      const seen = new Set<string>();
+      for (let i = 0; i < 20; i++) seen.add((await get('/any')).headers['x-version'] as string);
+      return seen;
+    };
+    await reload(BASE_POLICY.replace('trafficPolicy: { loadBalancer: { simple: ROUND_ROBIN } }', 'trafficPolicy: { loadBalancer: { consistentHash: { useSourceIp: true } } }'));
+    assert.equal((await versions()).size, 1, 'every request from 127.0.0.1 hashes to the same endpoint');
+    await reload(BASE_POLICY.replace('trafficPolicy: { loadBalancer: { simple: ROUND_ROBIN } }', 'trafficPolicy: { loadBalancer: { consistentHash: { httpHeaderName: x-user } } }'));
+    assert.equal((await versions()).size, 2, 'without the key each request lands on a random point of the ring');
   });
 
   it('refuses an invalid policy on reload and keeps serving with the previous one', async () => {

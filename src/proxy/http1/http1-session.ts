@@ -57,8 +57,8 @@ export type Decision =
       readonly retry?: RetryPlan;
     };
 
-/** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. */
-export type HttpRouter = (head: HttpHead) => Decision | Promise<Decision>;
+/** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. `source` is the client's address. */
+export type HttpRouter = (head: HttpHead, source: string) => Decision | Promise<Decision>;
 
 /** What went wrong in a session: bad bytes from downstream, trouble upstream, or a bug. */
 export type SessionErrorKind = 'malformed' | 'upstream' | 'internal';
@@ -107,12 +107,15 @@ export class Http1Session implements UpstreamOwner {
   private driving = false;
   private timer: NodeJS.Timeout | null = null;
   private tryTimer: NodeJS.Timeout | null = null;
+  /** The client's address, read once (for consistent hashing on the source IP). */
+  private readonly source: string;
 
   constructor(
     private readonly down: Socket,
     private readonly router: HttpRouter,
     private readonly onError: (kind: SessionErrorKind, msg: string) => void = () => {},
   ) {
+    this.source = down.remoteAddress ?? '';
     down.on('data', (c: Buffer) => this.onDownData(c));
     down.on('drain', () => this.upstream?.socket.resume());
     down.on('end', () => this.onDownEnd());
@@ -171,7 +174,7 @@ export class Http1Session implements UpstreamOwner {
     this.reqBody.reset(head.chunked ? 'chunked' : head.contentLength > 0 ? head.contentLength : 'none');
     if (head.method === 'CONNECT') throw new HttpFramingError(400, 'CONNECT is not supported on this port');
     this.req = this.reqBody.done ? Req.Head : Req.Body;
-    const d = this.router(head);
+    const d = this.router(head, this.source);
     if (d instanceof Promise) {
       this.resp = Resp.Routing;
       d.then(
