@@ -24,6 +24,8 @@ export interface LocalServiceConfig {
   /** Where the local app listens. */
   readonly target: HostPort;
   readonly protocol: ServiceProtocol;
+  /** Labels security policy selectors match (`selector.matchLabels`), besides `app: <name>`. @default {} */
+  readonly labels: Readonly<Record<string, string>>;
   readonly upstreams: readonly UpstreamConfig[];
 }
 
@@ -121,6 +123,7 @@ function readService(s: FieldReader): LocalServiceConfig {
   const port = s.port('port', 0, { required: true });
   const host = s.string('address', '127.0.0.1');
   const protocol = s.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
+  const labels = readLabels(s);
   const upstreams = s.list('upstreams').map((u) => {
     const service = u.string('service', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
     const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
@@ -131,7 +134,28 @@ function readService(s: FieldReader): LocalServiceConfig {
     return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });
   s.done();
-  return { name, namespace, target: { host, port }, protocol, upstreams };
+  return { name, namespace, target: { host, port }, protocol, labels, upstreams };
+}
+
+/** Kubernetes-style label keys (optionally `prefix/`), values of at most 63 letters, digits, "-", "_" and ".". */
+const LABEL_KEY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
+
+function readLabels(s: FieldReader): Record<string, string> {
+  const raw = s.raw('labels');
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    s.fail('labels', 'must be a mapping of label: value, such as {version: v2}');
+    return {};
+  }
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    const value = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined;
+    if (!LABEL_KEY.test(k)) s.problems.add([...s.path, 'labels', k], `${JSON.stringify(k)} is not a label name (letters, digits, "-", "_", ".", optionally after "prefix/")`);
+    else if (value === undefined || !LABEL_VALUE.test(value)) s.problems.add([...s.path, 'labels', k], `got ${JSON.stringify(v)}, expected a label value (at most 63 letters, digits, "-", "_" and ".")`);
+    else labels[k] = value;
+  }
+  return labels;
 }
 
 function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPort, admin: HostPort, r: FieldReader): void {

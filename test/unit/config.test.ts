@@ -207,8 +207,22 @@ describe('loadAgentConfig', () => {
       namespace: AGENT_DEFAULTS.namespace,
       target: { host: '127.0.0.1', port: 8080 },
       protocol: AGENT_DEFAULTS.protocol,
+      labels: {},
       upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
     });
+  });
+
+  test('service labels, for security policy selectors; bad names and values are refused', () => {
+    const ok = configFile('services:\n  - name: web\n    port: 8080\n    labels: {version: v2, team.example.com/owner: payments, canary: true}\n');
+    assert.deepEqual(loadAgentConfig({ file: ok, env: {} }).services[0]!.labels, { version: 'v2', 'team.example.com/owner': 'payments', canary: 'true' });
+    const bad = configFile('services:\n  - name: web\n    port: 8080\n    labels: {"bad key": x, version: "v 2", list: [a]}\n');
+    assert.throws(() => loadAgentConfig({ file: bad, env: {} }), (e: Error) => {
+      assert.match(e.message, /services\[0\]\.labels\.bad key \(.*:4\): "bad key" is not a label name/);
+      assert.match(e.message, /services\[0\]\.labels\.version \(.*\): got "v 2", expected a label value/);
+      assert.match(e.message, /services\[0\]\.labels\.list \(.*\): got \["a"\], expected a label value/);
+      return true;
+    });
+    assert.throws(() => loadAgentConfig({ file: configFile('services:\n  - name: web\n    port: 8080\n    labels: [a]\n'), env: {} }), /services\[0\]\.labels \(.*\): must be a mapping of label: value/);
   });
 
   test('relative paths in the file are relative to the file', () => {
