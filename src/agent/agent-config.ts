@@ -24,7 +24,7 @@ export interface LocalServiceConfig {
   /** Where the local app listens. */
   readonly target: HostPort;
   readonly protocol: ServiceProtocol;
-  /** The workload's labels, for VirtualService `match.sourceLabels` and policy selectors; `app: <name>` unless set. */
+  /** The workload's labels, for VirtualService `match.sourceLabels` and policy selectors (`selector.matchLabels`); `app: <name>` unless set. */
   readonly labels: Readonly<Record<string, string>>;
   readonly upstreams: readonly UpstreamConfig[];
 }
@@ -86,9 +86,6 @@ export const AGENT_DEFAULTS = {
 /** What services and upstreams may declare; http2 and grpc speak prior-knowledge h2c to the app and h2 (ALPN) between agents. */
 const SERVICE_PROTOCOLS = ['http', 'http2', 'grpc', 'tcp'] as const;
 
-/** Kubernetes-style label keys: an optional DNS prefix and "/", then a name of letters, digits, "-", "_" and ".". */
-const LABEL_KEY = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
-
 const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, such as "web" or "billing-api"';
 
 /**
@@ -126,6 +123,7 @@ function readService(s: FieldReader): LocalServiceConfig {
   const port = s.port('port', 0, { required: true });
   const host = s.string('address', '127.0.0.1');
   const protocol = s.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
+  const labels = { app: name, ...readLabels(s) };
   const upstreams = s.list('upstreams').map((u) => {
     const service = u.string('service', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
     const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
@@ -135,9 +133,29 @@ function readService(s: FieldReader): LocalServiceConfig {
     u.done();
     return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });
-  const labels = { app: name, ...s.stringMap('labels', { keyPattern: LABEL_KEY, keyHint: 'a label name such as "version" or "app.kubernetes.io/name"' }) };
   s.done();
   return { name, namespace, target: { host, port }, protocol, labels, upstreams };
+}
+
+/** Kubernetes-style label keys (optionally `prefix/`), values of at most 63 letters, digits, "-", "_" and ".". */
+const LABEL_KEY = /^([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
+const LABEL_VALUE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
+
+function readLabels(s: FieldReader): Record<string, string> {
+  const raw = s.raw('labels');
+  if (raw === undefined || raw === null) return {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    s.fail('labels', 'must be a mapping of label: value, such as {version: v2}');
+    return {};
+  }
+  const labels: Record<string, string> = {};
+  for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+    const value = typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : undefined;
+    if (!LABEL_KEY.test(k)) s.problems.add([...s.path, 'labels', k], `${JSON.stringify(k)} is not a label name (letters, digits, "-", "_", ".", optionally after "prefix/")`);
+    else if (value === undefined || !LABEL_VALUE.test(value)) s.problems.add([...s.path, 'labels', k], `got ${JSON.stringify(v)}, expected a label value (at most 63 letters, digits, "-", "_" and ".")`);
+    else labels[k] = value;
+  }
+  return labels;
 }
 
 function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPort, admin: HostPort, r: FieldReader): void {

@@ -6,7 +6,7 @@ import { describeError, MeshError } from '../errors';
 import { MESH_VERSION, type ServiceRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
 import { CombinedSource, ConsulRegistration, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
-import { compilePolicy, readPolicyFile, type CompiledPolicy } from '../policy';
+import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
@@ -198,8 +198,9 @@ export class MeshAgent {
       identity: SpiffeId.workload(td, s.namespace, s.name),
       target: s.target,
       protocol: s.protocol,
+      workload: workloadOf(s.name, s.namespace, s.labels),
     }));
-    this.inbound = new InboundListener(this.certs, this.log);
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
     this.inbound.setRoutes(inboundRoutes);
     this.bound.inbound = await this.inbound.listen(config.inbound);
     const connector = new MtlsConnector();
@@ -268,6 +269,9 @@ export class MeshAgent {
       const ref = this.clusterRefs.get(key)!;
       applyDestinationPolicy(c, p.destinationFor(ref.service), ref.subset);
     }
+    // Open TCP connections and tunnels the new policy refuses are closed now, not when they end.
+    const closed = this.inbound?.policyChanged() ?? 0;
+    if (closed > 0) this.log.info('open inbound connections closed by the new policy', { closed });
   }
 
   private notReady(): string[] {

@@ -71,7 +71,7 @@ export function buildProgram(): Command {
     .option('--inbound-listen <addr>', 'inbound mTLS address (env MESH_INBOUND_LISTEN) [0.0.0.0:15443]')
     .option('--admin-listen <addr>', 'admin address (env MESH_ADMIN_LISTEN) [127.0.0.1:15000]')
     .option('--endpoints-file <file>', 'static endpoints of remote services (env MESH_ENDPOINTS_FILE)')
-    .option('--policy <file>', 'Istio VirtualService/DestinationRule YAML for the upstreams, re-read on SIGHUP (env MESH_POLICY_FILE)')
+    .option('--policy <file>', 'Istio policy YAML (VirtualService, DestinationRule for the upstreams; PeerAuthentication, AuthorizationPolicy for the local services), re-read on SIGHUP (env MESH_POLICY_FILE)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed',

@@ -62,6 +62,8 @@ export type AuthorizationPolicy = PolicyResource<'AuthorizationPolicy', Authoriz
 const SOURCE_FIELDS = ['principals', 'notPrincipals', 'requestPrincipals', 'notRequestPrincipals', 'namespaces', 'notNamespaces', 'ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks'] as const;
 const IP_FIELDS = new Set(['ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks']);
 const WHEN_KEYS = /^(request\.headers\[[^\]]+\]|source\.ip|remote\.ip|source\.namespace|source\.principal|destination\.ip|destination\.port|connection\.sni)$/;
+const IP_KEYS = new Set(['source.ip', 'remote.ip', 'destination.ip']);
+const isPort = (p: string): boolean => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
 const WHEN_HINT = 'request.headers[<name>], source.ip, remote.ip, source.namespace, source.principal, destination.ip, destination.port or connection.sni';
 
 /** True for "10.0.0.1" and "10.0.0.0/8" (IPv4 or IPv6). */
@@ -97,8 +99,7 @@ function readSource(r: FieldReader): AuthzSource {
 
 function readPorts(r: FieldReader, key: string): number[] {
   return readStringList(r, key).flatMap((p, i) => {
-    const n = Number(p);
-    if (/^\d+$/.test(p) && n >= 1 && n <= 65535) return [n];
+    if (isPort(p)) return [Number(p)];
     r.problems.add([...r.path, key, i], `got ${JSON.stringify(p)}, expected a port number from 1 to 65535`);
     return [];
   });
@@ -123,6 +124,13 @@ function readCondition(r: FieldReader): AuthzCondition {
   const values = readPatterns(r, 'values');
   const notValues = readPatterns(r, 'notValues');
   if (!r.has('values') && !r.has('notValues')) r.problems.add(r.path, 'must set values and/or notValues');
+  const check = IP_KEYS.has(key) ? isIpBlock : key === 'destination.port' ? isPort : undefined;
+  const expected = IP_KEYS.has(key) ? 'an IP address or CIDR block such as "10.0.0.0/8"' : 'a port number from 1 to 65535';
+  for (const [list, name] of [[values, 'values'], [notValues, 'notValues']] as const) {
+    list.forEach((v, i) => {
+      if (check && !check(v)) r.problems.add([...r.path, name, i], `got ${JSON.stringify(v)}, expected ${expected} for ${key}`);
+    });
+  }
   r.done();
   return { key, values, notValues };
 }

@@ -1,8 +1,10 @@
 // compilePolicy: validated documents in, per-service route tables and destination policies out, ready for the proxy.
 
+import { AuthorizationIndex, type WorkloadAuthorization } from './authz';
 import { buildDestinationPolicy, type DestinationPolicy } from './destination-policy';
 import { toProblem, type PolicyDocument } from './documents';
 import { formatServiceRef, normalizeHost, serviceRefKey, type ServiceRef } from './hosts';
+import { PeerAuthenticationIndex, type MtlsModeDecision } from './peer-auth-mode';
 import { externalHostsOf, findConflicts, hostResolver } from './policy-set';
 import { throwIfProblems } from './problems';
 import {
@@ -15,6 +17,7 @@ import {
   type WeightedDestination,
 } from './route-table';
 import type { ServiceEntry } from './service-entry';
+import type { Workload } from './workload';
 
 /** The policy an agent (or `explain`) works from: lookups by service, everything precomputed and frozen. */
 export interface CompiledPolicy {
@@ -26,6 +29,10 @@ export interface CompiledPolicy {
   destinationFor(service: ServiceRef): DestinationPolicy;
   /** The ServiceEntry declaring `service`, if any. */
   serviceEntryFor(service: ServiceRef): ServiceEntry | undefined;
+  /** The AuthorizationPolicies that apply to a workload, ready to decide its requests (the inbound proxy and `explain` both use it). */
+  authorizationFor(workload: Workload): WorkloadAuthorization;
+  /** The mTLS mode PeerAuthentication sets on a workload's port (where its app listens). */
+  mtlsModeFor(workload: Workload, port: number): MtlsModeDecision;
   /** The service a host (a Host header, a destination) written in `namespace` names, knowing this policy's ServiceEntries. */
   resolveHost(host: string, namespace: string): ServiceRef;
   /** Every service a VirtualService, DestinationRule or ServiceEntry names, sorted. */
@@ -50,10 +57,14 @@ class PolicySnapshot implements CompiledPolicy {
   private readonly defaultTcp = new Map<string, TcpRouteTable>();
   private readonly defaultDestinations = new Map<string, DestinationPolicy>();
   private readonly externalHosts: ReadonlySet<string>;
+  private readonly authorization: AuthorizationIndex;
+  private readonly peerAuthentication: PeerAuthenticationIndex;
 
   constructor(readonly documents: readonly PolicyDocument[]) {
     const resolve = hostResolver(documents);
     this.externalHosts = externalHostsOf(documents);
+    this.authorization = new AuthorizationIndex(documents);
+    this.peerAuthentication = new PeerAuthenticationIndex(documents);
     const services = new Map<string, ServiceRef>();
     const note = (ref: ServiceRef): string => {
       const key = serviceRefKey(ref);
@@ -102,6 +113,14 @@ class PolicySnapshot implements CompiledPolicy {
     return this.entries.get(serviceRefKey(service));
   }
 
+  authorizationFor(workload: Workload): WorkloadAuthorization {
+    return this.authorization.forWorkload(workload);
+  }
+
+  mtlsModeFor(workload: Workload, port: number): MtlsModeDecision {
+    return this.peerAuthentication.modeFor(workload, port);
+  }
+
   resolveHost(host: string, namespace: string): ServiceRef {
     return normalizeHost(host, namespace, this.externalHosts);
   }
@@ -148,7 +167,7 @@ class PolicySnapshot implements CompiledPolicy {
  * Compiles validated documents (from parsePolicyText, one or more files) into the lookups the proxy uses.
  * Hosts resolve relative to each resource's namespace; ServiceEntry hosts are external.
  * @throws MeshError MESH_ERR_POLICY_INVALID when documents conflict (two VirtualServices, DestinationRules or
- *   ServiceEntries for one service, or one name used twice), listing every conflict
+ *   ServiceEntries for one service, two PeerAuthentications for one scope, or one name used twice), listing every conflict
  */
 export function compilePolicy(documents: readonly PolicyDocument[]): CompiledPolicy {
   throwIfProblems(findConflicts(documents).map((c) => toProblem(c.document, c.path, c.message)), 'policy');

@@ -49,3 +49,7 @@ export type { TrafficPolicy, TrafficPolicySections, PortTrafficPolicy, LoadBalan
 export type { ServiceEntry, ServiceEntrySpec, ServicePort, WorkloadEntry, Resolution, Location, ServiceProtocol } from './service-entry';
 export type { PeerAuthentication, PeerAuthenticationSpec, MtlsMode } from './peer-authentication';
 export type { AuthorizationPolicy, AuthorizationPolicySpec, AuthzRule, AuthzSource, AuthzOperation, AuthzCondition, AuthzAction } from './authorization-policy';
+export { AuthorizationIndex, WorkloadAuthorization, DRY_RUN_ANNOTATION, describeDenial, principalOf, type AuthzDecision, type AuthzReason, type RuleRef } from './authz';
+export { normalizeAuthzPath, type AuthzRequest, type AuthzHttp } from './authz-match';
+export { PeerAuthenticationIndex, acceptsMtls, acceptsPlaintext, DEFAULT_MTLS_MODE, type EffectiveMtlsMode, type MtlsModeDecision } from './peer-auth-mode';
+export { ROOT_NAMESPACE, selectorMatches, workloadOf, type Workload } from './workload';

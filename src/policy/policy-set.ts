@@ -1,4 +1,5 @@
-// Rules that span documents: unique names, one VirtualService / DestinationRule / ServiceEntry per service, host resolution.
+// Rules that span documents: unique names, one VirtualService / DestinationRule / ServiceEntry per service, one
+// PeerAuthentication per scope, host resolution.
 
 import type { DestinationRule } from './destination-rule';
 import type { PolicyDocument } from './documents';
@@ -72,6 +73,12 @@ export function findConflicts(documents: readonly PolicyDocument[]): SetProblem[
       continue;
     }
     byName.set(nameKey, d);
+    if (d.kind === 'PeerAuthentication') {
+      const scope = peerAuthenticationScope(d.metadata.namespace, d.spec.selector?.matchLabels);
+      const first = owners.get(scope.key);
+      if (first) problems.push({ document: d, path: d.spec.selector ? ['spec', 'selector'] : ['metadata', 'name'], message: `${scope.what} already has ${where(first.document)}; it takes one PeerAuthentication, merge them` });
+      else owners.set(scope.key, { document: d, path: [] });
+    }
     for (const { ref, path } of claims(d, resolve)) {
       const key = `${d.kind}|${serviceRefKey(ref)}`;
       const owner = owners.get(key);
@@ -85,6 +92,13 @@ export function findConflicts(documents: readonly PolicyDocument[]): SetProblem[
     }
   }
   return problems;
+}
+
+/** What one PeerAuthentication covers: its namespace as a whole, or the workloads of one exact selector there. */
+function peerAuthenticationScope(namespace: string, matchLabels: Readonly<Record<string, string>> | undefined): { key: string; what: string } {
+  if (!matchLabels) return { key: `PeerAuthentication|${namespace}|`, what: `namespace ${namespace}` };
+  const labels = Object.keys(matchLabels).sort().map((k) => `${k}=${matchLabels[k]}`).join(',');
+  return { key: `PeerAuthentication|${namespace}|${labels}`, what: `selector {${labels}} in namespace ${namespace}` };
 }
 
 function formatPath(path: readonly (string | number)[]): string {

@@ -1,26 +1,42 @@
-// The inbound mTLS port: SNI picks the local service and its certificate; the caller must prove a mesh workload identity.
+// The inbound port: mTLS (SNI picks the local service and its certificate, the caller proves a mesh workload identity)
+// and, for services whose PeerAuthentication mode takes it, plaintext, told apart by the first bytes; every connection
+// and request admitted by the service's mTLS mode and AuthorizationPolicies.
+//
+// How a connection finds its service:
+//   mTLS        the SNI `<service>.<namespace>.<trust domain>` (refused in the handshake when the mode is DISABLE);
+//   HTTP/1.1    plaintext: each request by its Host header (`api`, `api.shop`, `api.shop.svc.cluster.local`, ...),
+//               among `protocol: http` services;
+//   h2c / TCP   plaintext: the only `http2`/`grpc` (h2c) or `tcp` service that takes plaintext, if there is one.
+// When no service takes plaintext (every mode STRICT, the default) the port is TLS only, as it always was.
 
 import { createHash } from 'node:crypto';
-import { connect as netConnect } from 'node:net';
-import { createServer, type SecureContext, type Server, type TLSSocket } from 'node:tls';
+import { connect as netConnect, createServer as createNetServer, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
+import { acceptsMtls, acceptsPlaintext, formatServiceRef, normalizeHost, principalOf, type AuthzHttp, type CompiledPolicy } from '../policy';
 import type { Logger } from '../telemetry';
 import { ConnectionPool } from './connection-pool';
-import { setOnlyEdits } from './http1/http1-head';
+import { drainAndClose, trackConnections } from './drain';
+import { classifyFirstBytes, type FirstBytesKind } from './first-bytes';
+import { headerValue, setOnlyEdits, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
 import { Http1Session, type Decision } from './http1/http1-session';
 import { H2Inbound } from './http2/h2-inbound';
+import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, type ConnectionFacts, type OpenConnection } from './inbound-authorizer';
 import { peerSpiffeId } from './peer-identity';
-import { drainAndClose, trackConnections } from './drain';
 import { pipeBoth } from './pipe';
-import type { CredentialStore, InboundRoute } from './proxy-config';
+import type { CredentialStore, InboundRoute, Protocol } from './proxy-config';
 
 /** Counters the agent reports. */
-export interface InboundStats {
+export interface InboundStats extends AdmissionStats {
   accepted: number;
+  /** Plaintext connections taken (PERMISSIVE or DISABLE services). */
+  acceptedPlaintext: number;
   refusedHandshake: number;
   refusedIdentity: number;
+  /** Plaintext connections no service could take (none, or several, fit). */
+  refusedPlaintext: number;
   malformed: number;
   upstreamFailures: number;
   /** HTTP/2 sessions (connections that chose h2 by ALPN) accepted, and streams they carried. */
@@ -28,48 +44,87 @@ export interface InboundStats {
   h2Streams: number;
 }
 
+/**
+ * How long a connection may stay silent before it is taken as plaintext TCP (server-first protocols such as MySQL or
+ * SMTP wait for the server to speak). Only when some service takes plaintext.
+ */
+export const SNIFF_TIMEOUT_MS = 1000;
+
+/** A plaintext caller's x-forwarded-client-cert never reaches the app: it proves nothing. */
+const PLAINTEXT_EDITS: HeadEdits = { remove: new Set(['x-forwarded-client-cert']) };
+
 export class InboundListener {
-  private open = new Set<import('node:net').Socket>();
+  private open = new Set<Socket>();
   private server?: Server;
+  /** Fed the connections that start with a TLS ClientHello; never listens itself. */
+  private readonly tls: TlsServer;
   private routes = new Map<string, InboundRoute>();
-  readonly stats: InboundStats = { accepted: 0, refusedHandshake: 0, refusedIdentity: 0, malformed: 0, upstreamFailures: 0, h2Sessions: 0, h2Streams: 0 };
-  /** Connections that chose h2 by ALPN. */
+  private byService = new Map<string, InboundRoute>();
+  readonly stats: InboundStats = {
+    accepted: 0,
+    acceptedPlaintext: 0,
+    refusedHandshake: 0,
+    refusedIdentity: 0,
+    refusedPlaintext: 0,
+    malformed: 0,
+    upstreamFailures: 0,
+    h2Sessions: 0,
+    h2Streams: 0,
+    authzDenied: 0,
+    refusedMtlsMode: 0,
+    closedOnPolicyChange: 0,
+  };
+  /** Connections that chose h2 by ALPN, or plaintext h2c. */
   private readonly h2: H2Inbound;
+  private readonly authorizer: InboundAuthorizer;
+  /** Whether some service takes plaintext, for the policy and routes it was computed from. */
+  private plaintext?: { policy: CompiledPolicy; routes: Map<string, InboundRoute>; any: boolean };
 
   constructor(
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
+    private readonly policy: () => CompiledPolicy,
   ) {
     this.h2 = new H2Inbound(this.stats, log);
+    this.authorizer = new InboundAuthorizer(policy, this.stats, log);
+    this.tls = createTlsServer({
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
+      ALPNProtocols: ['h2', 'http/1.1'],
+      SNICallback: (name, cb) => {
+        const found = this.contextForSni(name);
+        if (typeof found === 'string') cb(new Error(found));
+        else cb(null, found);
+      },
+    });
+    this.tls.on('secureConnection', (socket: TLSSocket) => this.accept(socket));
+    this.tls.on('tlsClientError', (err, socket) => {
+      this.stats.refusedHandshake++;
+      this.log.warn('inbound connection refused during TLS handshake', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message });
+      socket.destroy();
+    });
   }
 
   /** Replaces the routes; open connections keep the route they started with. */
   setRoutes(routes: readonly InboundRoute[]): void {
     this.routes = new Map(routes.map((r) => [r.sni, r]));
+    this.byService = new Map(routes.map((r) => [`${r.workload.namespace}/${r.workload.name}`, r]));
+  }
+
+  /**
+   * The policy changed: open TCP connections and tunnels it refuses are closed, and HTTP connections whose service's
+   * mTLS mode no longer takes them (their requests are admitted one by one anyway). Returns how many were closed.
+   */
+  policyChanged(): number {
+    return this.authorizer.recheck();
   }
 
   listen(at: HostPort): Promise<HostPort> {
-    const server = createServer({
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: 'TLSv1.3',
-      allowHalfOpen: true,
-      // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
-      ALPNProtocols: ['h2', 'http/1.1'],
-      SNICallback: (name, cb) => {
-        const ctx = this.contextForSni(name);
-        if (ctx) cb(null, ctx);
-        else cb(new Error(`no local service for SNI ${JSON.stringify(name)}`));
-      },
-    } as import('node:tls').TlsOptions);
+    const server = createNetServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
     this.server = server;
-    this.open = trackConnections(server, 'secureConnection');
-    server.on('secureConnection', (socket) => this.accept(socket));
-    server.on('tlsClientError', (err, socket) => {
-      this.stats.refusedHandshake++;
-      this.log.warn('inbound connection refused during TLS handshake', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message });
-      socket.destroy();
-    });
+    this.open = trackConnections(server);
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void =>
         reject(new MeshError('MESH_ERR_LISTEN', `cannot listen for inbound mTLS on ${formatHostPort(at)}: ${err.code ?? err.message}`, { cause: err }));
@@ -83,13 +138,98 @@ export class InboundListener {
     });
   }
 
-  private contextForSni(name: string): SecureContext | undefined {
+  /** A TLS context for the SNI's service, or why there is none. */
+  private contextForSni(name: string): SecureContext | string {
     const route = this.routes.get(name);
-    return route && this.credentials.contextFor(route.identity);
+    if (!route) return `no local service for SNI ${JSON.stringify(name)}`;
+    const mode = this.authorizer.modeOf(route);
+    if (!acceptsMtls(mode.mode)) {
+      this.stats.refusedMtlsMode++;
+      return `MESH_ERR_MTLS_MODE: service ${formatServiceRef(route.workload)} takes plaintext only (mTLS mode ${mode.mode}, from ${mode.source})`;
+    }
+    return this.credentials.contextFor(route.identity) ?? `no certificate yet for ${route.identity}`;
+  }
+
+  private onConnection(socket: Socket): void {
+    socket.on('error', (err) => this.log.debug('inbound socket error', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message }));
+    if (!this.plaintextPossible()) {
+      this.tls.emit('connection', socket);
+      return;
+    }
+    let buf: Buffer | undefined;
+    const decide = (kind: FirstBytesKind): void => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.pause();
+      if (buf) socket.unshift(buf);
+      this.dispatch(kind, socket);
+    };
+    const onData = (chunk: Buffer): void => {
+      buf = buf ? Buffer.concat([buf, chunk]) : chunk;
+      const kind = classifyFirstBytes(buf);
+      if (kind) decide(kind);
+    };
+    // A client that closes before its first bytes say what it speaks is not worth serving.
+    const onEnd = (): void => {
+      clearTimeout(timer);
+      socket.destroy();
+    };
+    const timer = setTimeout(() => (buf ? decide(classifyFirstBytes(buf) ?? 'tcp') : decide('tcp')), SNIFF_TIMEOUT_MS);
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  private plaintextPossible(): boolean {
+    const policy = this.policy();
+    const cached = this.plaintext;
+    if (cached && cached.policy === policy && cached.routes === this.routes) return cached.any;
+    const any = [...this.routes.values()].some((r) => acceptsPlaintext(this.authorizer.modeOf(r).mode));
+    this.plaintext = { policy, routes: this.routes, any };
+    return any;
+  }
+
+  private dispatch(kind: FirstBytesKind, socket: Socket): void {
+    if (kind === 'tls') {
+      this.tls.emit('connection', socket);
+      return;
+    }
+    const facts: ConnectionFacts = { tls: false, ...addresses(socket) };
+    if (kind === 'http1') {
+      this.stats.acceptedPlaintext++;
+      this.servePlainHttp(socket, facts);
+      return;
+    }
+    const route = this.onlyPlaintextService(kind === 'h2c' ? ['http2', 'grpc'] : ['tcp'], kind, socket);
+    if (!route) return;
+    this.stats.acceptedPlaintext++;
+    if (kind === 'h2c') {
+      this.h2.serve(socket, route, { peer: 'plaintext', authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
+      return;
+    }
+    this.serveTcp(socket, route, facts);
+  }
+
+  /** The one service of `protocols` that takes plaintext; when none or several do, the connection is refused. */
+  private onlyPlaintextService(protocols: readonly Protocol[], kind: FirstBytesKind, socket: Socket): InboundRoute | undefined {
+    const fit = [...this.routes.values()].filter((r) => protocols.includes(r.protocol) && acceptsPlaintext(this.authorizer.modeOf(r).mode));
+    if (fit.length === 1) return fit[0];
+    this.stats.refusedPlaintext++;
+    this.log.warn('plaintext connection refused: no single service to take it', {
+      code: 'MESH_ERR_MTLS_MODE',
+      peer: `${socket.remoteAddress}:${socket.remotePort}`,
+      spoke: kind === 'h2c' ? 'HTTP/2 (h2c)' : 'TCP (not TLS, not HTTP)',
+      candidates: fit.map((r) => formatServiceRef(r.workload)).join(',') || 'none',
+      hint: `plaintext ${kind === 'h2c' ? 'h2c' : 'TCP'} goes to the one ${protocols.join('/')} service whose mTLS mode is PERMISSIVE or DISABLE`,
+    });
+    socket.destroy();
+    return undefined;
   }
 
   private accept(socket: TLSSocket): void {
-    const route = this.routes.get((socket as TLSSocket & { servername?: string }).servername || '');
+    const sni = (socket as TLSSocket & { servername?: string }).servername || '';
+    const route = this.routes.get(sni);
     const peer = peerSpiffeId(socket);
     const where = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: where, error: err.message }));
@@ -103,16 +243,35 @@ export class InboundListener {
       socket.destroy();
       return;
     }
+    const facts: ConnectionFacts = { tls: true, ...principalOf(peer.toString()), ...addresses(socket), sni };
+    // The SNI callback refuses mTLS to a DISABLE service, but a resumed TLS session skips it.
+    if (!this.authorizer.checkMode(route, facts).allowed) {
+      socket.destroy();
+      return;
+    }
     this.stats.accepted++;
     socket.setNoDelay(true);
+    const xfcc = xfccOf(socket, route, peer);
     if (socket.alpnProtocol === 'h2') {
-      this.h2.serve(socket, route, peer);
+      this.h2.serve(socket, route, { peer: peer.toString(), xfcc, authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
       return;
     }
     if (route.protocol === 'http') {
-      this.serveHttp(socket, route, peer);
+      this.serveHttp(socket, route, facts, peer, xfcc);
       return;
     }
+    this.serveTcp(socket, route, facts);
+  }
+
+  /** TCP: the connection is admitted once (L4 attributes), then piped to the app; a new policy may close it. */
+  private serveTcp(socket: Socket, route: InboundRoute, facts: ConnectionFacts): void {
+    if (!this.authorizer.admit(route, facts).allowed) {
+      socket.destroy();
+      return;
+    }
+    const tracked: OpenConnection = { facts, current: () => ({ route }), close: () => socket.destroy() };
+    this.authorizer.track(tracked);
+    socket.once('close', () => this.authorizer.untrack(tracked));
     const app = netConnect({ host: route.target.host, port: route.target.port, allowHalfOpen: true });
     app.setNoDelay(true);
     app.once('error', (err) => {
@@ -123,22 +282,86 @@ export class InboundListener {
   }
 
   /**
-   * HTTP: requests go one by one to the local app over pooled connections; each carries the caller's verified
-   * identity as x-forwarded-client-cert (Envoy's format), replacing any the caller sent.
+   * HTTP over mTLS: requests go one by one to the local app over pooled connections, each admitted first; each
+   * carries the caller's verified identity as x-forwarded-client-cert (Envoy's format), replacing any the caller sent.
    */
-  private serveHttp(socket: TLSSocket, route: InboundRoute, peer: SpiffeId): void {
-    const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
-    const forward: Decision = {
-      kind: 'forward',
-      target: { endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} }, pool: this.appPool(route), done: this.onAppExchange },
-      edits: setOnlyEdits([['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]]),
-    };
-    new Http1Session(socket, () => forward, (kind, msg) => {
-      if (kind === 'malformed') {
-        this.stats.malformed++;
-        this.log.warn('malformed HTTP request on inbound connection', { service: route.sni, peer: peer.toString(), error: msg });
-      } else this.log.debug('inbound http exchange failed', { service: route.sni, peer: peer.toString(), kind, error: msg });
-    });
+  private serveHttp(socket: TLSSocket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string): void {
+    const forward: Decision = { kind: 'forward', target: this.appTarget(route), edits: setOnlyEdits([['x-forwarded-client-cert', xfcc]]) };
+    this.serveHttpSession(socket, facts, peer.toString(), route, () => route, () => forward);
+  }
+
+  /** Plaintext HTTP/1.1: each request picks its service by Host, must be let in by that service's mode and policies. */
+  private servePlainHttp(socket: Socket, facts: ConnectionFacts): void {
+    const forwards = new Map<InboundRoute, Decision>();
+    this.serveHttpSession(
+      socket,
+      facts,
+      'plaintext',
+      undefined,
+      (head) => {
+        const host = headerValue(head, 'host') ?? '';
+        return this.routeForHost(host) ?? simpleResponse(404, 'Not Found', `no local HTTP service for host ${JSON.stringify(host)}\n`, [['x-mesh-response-flags', 'NR']]);
+      },
+      (route) => {
+        let d = forwards.get(route);
+        if (!d) forwards.set(route, (d = { kind: 'forward', target: this.appTarget(route), edits: PLAINTEXT_EDITS }));
+        return d;
+      },
+    );
+    socket.resume();
+  }
+
+  /**
+   * One HTTP/1.1 session: `pick` says which service a request is for (or answers it); the request is admitted, then
+   * forwarded as `forward` says. When the policy changes, an upgraded connection (WebSocket) is checked again with its
+   * upgrade request, any other against the mTLS mode of the service it last served (`first` until then).
+   */
+  private serveHttpSession(
+    socket: Socket,
+    facts: ConnectionFacts,
+    peer: string,
+    first: InboundRoute | undefined,
+    pick: (head: HttpHead) => InboundRoute | Buffer,
+    forward: (route: InboundRoute) => Decision,
+  ): void {
+    let upgrade: { route: InboundRoute; http: AuthzHttp } | undefined;
+    let last = first;
+    const session = new Http1Session(
+      socket,
+      (head) => {
+        const route = pick(head);
+        if (Buffer.isBuffer(route)) return { kind: 'respond', response: route };
+        last = route;
+        // Most services have no policy to check: then no request attributes are built.
+        if (this.authorizer.mustCheck(route, facts)) {
+          const a = this.authorizer.admit(route, facts, http1Attributes(head));
+          if (!a.allowed) return { kind: 'respond', response: simpleResponse(403, 'Forbidden', `${a.message}\n`, [['x-mesh-response-flags', refusalFlag(a)]]) };
+        }
+        if (head.upgrade) upgrade = { route, http: http1Attributes(head) };
+        return forward(route);
+      },
+      (kind, msg) => {
+        if (kind === 'malformed') {
+          this.stats.malformed++;
+          this.log.warn('malformed HTTP request on inbound connection', { peer, error: msg });
+        } else this.log.debug('inbound http exchange failed', { peer, kind, error: msg });
+      },
+    );
+    const tracked: OpenConnection = { facts, current: () => (session.tunneling ? upgrade : last && { route: last, modeOnly: true }), close: () => socket.destroy() };
+    this.authorizer.track(tracked);
+    socket.once('close', () => this.authorizer.untrack(tracked));
+  }
+
+  /** The local `protocol: http` service a Host header names: `api`, `api.ns`, `api.ns.svc[.cluster.local]`, `api.ns.mesh`, or its SNI name. */
+  private routeForHost(host: string): InboundRoute | undefined {
+    const bare = host.replace(/:\d+$/, '').toLowerCase();
+    const ref = normalizeHost(bare, 'default');
+    const route = this.routes.get(bare) ?? this.byService.get(`${ref.namespace}/${ref.name}`);
+    return route?.protocol === 'http' ? route : undefined;
+  }
+
+  private appTarget(route: InboundRoute): Extract<Decision, { kind: 'forward' }>['target'] {
+    return { endpoint: { address: route.target.host, port: route.target.port, weight: 1, labels: {} }, pool: this.appPool(route), done: this.onAppExchange };
   }
 
   private readonly onAppExchange = (o: { connectFailure: boolean }): void => {
@@ -174,4 +397,18 @@ export class InboundListener {
     for (const p of this.appPools.values()) p.close();
     return drainAndClose(this.server, this.open);
   }
+}
+
+/** The caller's verified identity as Envoy's x-forwarded-client-cert value. */
+function xfccOf(socket: TLSSocket, route: InboundRoute, peer: SpiffeId): string {
+  const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
+  return `By=${route.identity};Hash=${hash};URI=${peer}`;
+}
+
+function addresses(socket: Socket): Pick<ConnectionFacts, 'sourceIp' | 'sourcePort' | 'destinationIp'> {
+  return {
+    ...(socket.remoteAddress ? { sourceIp: socket.remoteAddress } : {}),
+    ...(socket.remotePort ? { sourcePort: socket.remotePort } : {}),
+    ...(socket.localAddress ? { destinationIp: socket.localAddress } : {}),
+  };
 }

@@ -3,6 +3,7 @@
 import type { SecureContext } from 'node:tls';
 import type { SpiffeId } from '../ca';
 import type { HostPort } from '../config';
+import type { Workload } from '../policy';
 
 /** tcp: bytes; http: HTTP/1.1 exchanges; http2 / grpc: HTTP/2 streams (grpc answers its own failures with grpc-status). */
 export type Protocol = 'http' | 'http2' | 'grpc' | 'tcp';
@@ -16,6 +17,8 @@ export interface InboundRoute {
   /** The local app. */
   readonly target: HostPort;
   readonly protocol: Protocol;
+  /** The service as PeerAuthentication and AuthorizationPolicy select it (name, namespace, labels). */
+  readonly workload: Workload;
 }
 
 /** A local port that leads to a remote service. */

@@ -66,6 +66,21 @@ export class TestMesh {
     return { proc, stateDir, configFile, inbound: m[1]!, admin: m[2]! };
   }
 
+  /**
+   * Writes `text` to the agent's policy file and sends SIGHUP; resolves once the agent logged that it reloaded.
+   * @throws when the agent rejected the file (the error names the problems) or did not answer in time
+   */
+  async reloadPolicy(agent: AgentHandle, file: string, text: string, timeoutMs = 15_000): Promise<void> {
+    const outcomes = (): string[] => agent.proc.stderr.match(/policy (reloaded|rejected, keeping the previous one)/g) ?? [];
+    const seen = outcomes().length;
+    writeFileSync(file, text);
+    agent.proc.child.kill('SIGHUP');
+    for (const deadline = Date.now() + timeoutMs; outcomes().length === seen; await new Promise((r) => setTimeout(r, 20))) {
+      if (Date.now() > deadline || !agent.proc.running) throw new Error(`${agent.proc.name} did not reload its policy within ${timeoutMs} ms\n${agent.proc.stderr}`);
+    }
+    if (outcomes()[seen] !== 'policy reloaded') throw new Error(`${agent.proc.name} rejected the policy:\n${agent.proc.stderr.split('\n').filter((l) => l.includes('policy rejected')).pop()}`);
+  }
+
   /** Starts an agent that is expected to fail; resolves with its exit code and output. */
   async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string } = {}): Promise<{ code: number | null; stderr: string }> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);

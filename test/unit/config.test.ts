@@ -212,14 +212,17 @@ describe('loadAgentConfig', () => {
     });
   });
 
-  test('service labels: app implied, given labels kept, bad keys and values named', () => {
-    const ok = configFile('services:\n  - { name: web, port: 8080, labels: { version: v2, app.kubernetes.io/part-of: shop } }\n');
-    assert.deepEqual(loadAgentConfig({ file: ok, env: {} }).services[0]!.labels, { app: 'web', version: 'v2', 'app.kubernetes.io/part-of': 'shop' });
-    const bad = configFile('services:\n  - { name: web, port: 8080, labels: { "bad key": x, version: [1] } }\n');
-    assert.throws(
-      () => loadAgentConfig({ file: bad, env: {} }),
-      (err: Error) => /services\[0\]\.labels\.bad key/.test(err.message) && /services\[0\]\.labels\.version \(.*\): got a list/.test(err.message),
-    );
+  test('service labels, for security policy selectors; bad names and values are refused', () => {
+    const ok = configFile('services:\n  - name: web\n    port: 8080\n    labels: {version: v2, team.example.com/owner: payments, canary: true}\n');
+    assert.deepEqual(loadAgentConfig({ file: ok, env: {} }).services[0]!.labels, { app: 'web', version: 'v2', 'team.example.com/owner': 'payments', canary: 'true' });
+    const bad = configFile('services:\n  - name: web\n    port: 8080\n    labels: {"bad key": x, version: "v 2", list: [a]}\n');
+    assert.throws(() => loadAgentConfig({ file: bad, env: {} }), (e: Error) => {
+      assert.match(e.message, /services\[0\]\.labels\.bad key \(.*:4\): "bad key" is not a label name/);
+      assert.match(e.message, /services\[0\]\.labels\.version \(.*\): got "v 2", expected a label value/);
+      assert.match(e.message, /services\[0\]\.labels\.list \(.*\): got \["a"\], expected a label value/);
+      return true;
+    });
+    assert.throws(() => loadAgentConfig({ file: configFile('services:\n  - name: web\n    port: 8080\n    labels: [a]\n'), env: {} }), /services\[0\]\.labels \(.*\): must be a mapping of label: value/);
   });
 
   test('relative paths in the file are relative to the file', () => {

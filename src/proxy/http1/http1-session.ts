@@ -123,6 +123,11 @@ export class Http1Session implements UpstreamOwner {
     down.on('close', () => this.onDownClose());
   }
 
+  /** True once an upgrade (WebSocket) was accepted: the connection is a byte tunnel to the upstream now. */
+  get tunneling(): boolean {
+    return this.tunnel;
+  }
+
   private onDownData(chunk: Buffer): void {
     if (this.tunnel) {
       if (this.upstream && !this.upstream.socket.write(chunk)) this.down.pause();
@@ -202,8 +207,8 @@ export class Http1Session implements UpstreamOwner {
     }
     this.decision = d;
     this.headBytes = forwardHead(head, raw, d.edits);
-    // A field the proxy sets on the request must not reach the app again as a trailer (e.g. a forged XFCC).
-    this.reqBody.forbiddenTrailers = d.edits?.set && head.chunked ? new Set(d.edits.set.map(([n]) => n)) : null;
+    // A field the proxy sets or removes on the request must not reach the app as a trailer (e.g. a forged XFCC).
+    this.reqBody.forbiddenTrailers = (d.edits?.set || d.edits?.remove) && head.chunked ? new Set([...(d.edits.set ?? []).map(([n]) => n), ...(d.edits.remove ?? [])]) : null;
     // Keep the body for a retry only when it is known to be small.
     this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= RETRY_BODY_LIMIT)) ? [] : null;
     this.bodyCopySize = 0;

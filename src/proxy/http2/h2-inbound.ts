@@ -1,18 +1,20 @@
-// The inbound side of HTTP/2 and gRPC: a verified mTLS connection that chose h2 by ALPN serves streams, each forwarded to the local app over one pooled h2c session.
+// The inbound side of HTTP/2 and gRPC: a verified mTLS connection that chose h2 by ALPN (or a plaintext h2c one the
+// service's mTLS mode takes) serves streams, each authorized, then forwarded to the local app over one pooled h2c session.
 //
 // InboundListener has done the TLS handshake and checked the caller's identity before it hands the
-// socket over; here every stream gets that identity as x-forwarded-client-cert (the same value as
-// the HTTP/1 path, replacing any the caller sent) and goes to the app with prior-knowledge h2c.
+// socket over; here every stream is admitted by the caller's `authorize` (AuthorizationPolicy: a
+// denied stream gets 403, or grpc-status 7 PERMISSION_DENIED), gets that identity as
+// x-forwarded-client-cert (the same value as the HTTP/1 path, replacing any the caller sent; a
+// plaintext caller's is removed) and goes to the app with prior-knowledge h2c.
 
-import { createHash } from 'node:crypto';
 import { connect as h2Connect, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { connect as netConnect } from 'node:net';
-import type { TLSSocket } from 'node:tls';
-import type { SpiffeId } from '../../ca';
+import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../config';
 import { describeError } from '../../errors';
 import type { Endpoint } from '../../registry';
 import type { Logger } from '../../telemetry';
+import { refusalFlag, type Admission } from '../inbound-authorizer';
 import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
 import type { HeaderEdits } from './h2-headers';
@@ -28,12 +30,20 @@ export interface H2InboundStats {
   upstreamFailures: number;
 }
 
-/** Who is calling on one connection, and where its streams go. */
-interface Caller {
+/** Who is calling on one connection, what each of its streams may do, and where they go. */
+export interface H2Caller {
+  /** The caller's SPIFFE ID, or "plaintext", for logs. */
+  readonly peer: string;
+  /** The x-forwarded-client-cert value for the app; absent for a plaintext caller (any sent is removed). */
+  readonly xfcc?: string;
+  /** Admits one stream by its request headers. */
+  authorize(headers: IncomingHttpHeaders): Admission;
+}
+
+interface Caller extends H2Caller {
   readonly route: InboundRoute;
-  readonly peer: SpiffeId;
   readonly app: Endpoint;
-  readonly edits: HeaderEdits;
+  readonly edits?: HeaderEdits;
 }
 
 export class H2Inbound {
@@ -58,21 +68,20 @@ export class H2Inbound {
       }
       this.stats.h2Sessions++;
       this.sessions.add(session);
-      session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer.toString(), error: err.message }));
+      session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer, error: err.message }));
       session.once('close', () => this.sessions.delete(session));
       session.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => this.onStream(caller, down, headers, flags));
     });
     this.server.on('sessionError', (err: Error) => this.log.warn('malformed HTTP/2 on inbound connection; connection closed', { error: err.message }));
   }
 
-  /** Serves HTTP/2 on a connection whose handshake and caller identity InboundListener has verified. */
-  serve(socket: TLSSocket, route: InboundRoute, peer: SpiffeId): void {
-    const hash = createHash('sha256').update(socket.getPeerX509Certificate()?.raw ?? Buffer.alloc(0)).digest('hex');
+  /** Serves HTTP/2 on a connection InboundListener has accepted for `route` (mTLS with a verified caller, or plaintext h2c). */
+  serve(socket: Duplex, route: InboundRoute, who: H2Caller): void {
     const caller: Caller = {
+      ...who,
       route,
-      peer,
       app: { address: route.target.host, port: route.target.port, weight: 1, labels: {} },
-      edits: [['x-forwarded-client-cert', `By=${route.identity};Hash=${hash};URI=${peer}`]],
+      ...(who.xfcc ? { edits: [['x-forwarded-client-cert', who.xfcc]] } : {}),
     };
     this.handing = caller;
     try {
@@ -91,11 +100,19 @@ export class H2Inbound {
   private onStream(caller: Caller, down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
     this.stats.h2Streams++;
     const held = holdStream(down);
+    // x-forwarded-client-cert is the agent's to set: a caller's never reaches the app, as a trailer neither.
+    down.once('trailers', (t: IncomingHttpHeaders) => delete t['x-forwarded-client-cert']);
     const { route } = caller;
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    const admission = caller.authorize(headers);
+    if (!admission.allowed) {
+      localReply(down, grpc, 403, GrpcStatus.PERMISSION_DENIED, admission.message, refusalFlag(admission));
+      return;
+    }
+    if (!caller.edits) delete headers['x-forwarded-client-cert'];
     if (route.protocol === 'http') {
       // The caller's upstream says HTTP/2, this node says the app speaks HTTP/1.1: one of the two configs is wrong.
-      this.log.warn('HTTP/2 stream for a service declared protocol: http (HTTP/1.1); declare it http2 or grpc, or call it with protocol: http', { service: route.sni, peer: caller.peer.toString() });
+      this.log.warn('HTTP/2 stream for a service declared protocol: http (HTTP/1.1); declare it http2 or grpc, or call it with protocol: http', { service: route.sni, peer: caller.peer });
       localReply(down, grpc, 502, GrpcStatus.INTERNAL, `service ${route.sni} takes HTTP/1.1 only (protocol: http)`, 'UPE');
       return;
     }
