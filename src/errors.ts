@@ -27,6 +27,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },
   MESH_ERR_INTERNAL: { retryable: true, text: 'An unexpected failure inside mesh-agent; the message and the log say what. Please report it.' },
   MESH_ERR_CONSUL: { retryable: true, text: 'A request to Consul failed (unreachable, timed out, or answered an error); discovery keeps the last known endpoints and retries with backoff.' },
+  MESH_ERR_LOCAL_SERVICE_INVALID: { retryable: false, text: 'A service the local Consul agent lists opted in to the mesh (tag mesh or meta mesh-enabled) but its registration is not usable (name, port or a mesh-* meta value); it is left out of the mesh, the other services are kept.' },
   MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
 } as const;
 

@@ -208,6 +208,9 @@ describe('loadAgentConfig', () => {
       target: { host: '127.0.0.1', port: 8080 },
       protocol: AGENT_DEFAULTS.protocol,
       upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
+      tags: [],
+      meta: {},
+      check: undefined,
     });
   });
 
