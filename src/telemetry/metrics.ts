@@ -98,12 +98,22 @@ export class CounterChild {
   }
 }
 
-export class Counter extends Family<CounterChild> {
-  protected makeChild(pairs: readonly string[]): CounterChild {
-    return new CounterChild(`${this.name}${braces(pairs)}`);
+/** A family whose children are one value each (counters and gauges). */
+abstract class ValueFamily<C extends { readonly prefix: string; readonly value: number }> extends Family<C> {
+  constructor(name: string, help: string, labelNames: readonly string[], type: 'counter' | 'gauge', private readonly Child: new (prefix: string) => C) {
+    super(name, help, labelNames, type);
   }
-  protected renderChild(c: CounterChild, out: string[]): void {
+  protected makeChild(pairs: readonly string[]): C {
+    return new this.Child(`${this.name}${braces(pairs)}`);
+  }
+  protected renderChild(c: C, out: string[]): void {
     out.push(`${c.prefix} ${formatValue(c.value)}`);
+  }
+}
+
+export class Counter extends ValueFamily<CounterChild> {
+  constructor(name: string, help: string, labelNames: readonly string[]) {
+    super(name, help, labelNames, 'counter', CounterChild);
   }
 }
 
@@ -122,12 +132,9 @@ export class GaugeChild {
   }
 }
 
-export class Gauge extends Family<GaugeChild> {
-  protected makeChild(pairs: readonly string[]): GaugeChild {
-    return new GaugeChild(`${this.name}${braces(pairs)}`);
-  }
-  protected renderChild(c: GaugeChild, out: string[]): void {
-    out.push(`${c.prefix} ${formatValue(c.value)}`);
+export class Gauge extends ValueFamily<GaugeChild> {
+  constructor(name: string, help: string, labelNames: readonly string[]) {
+    super(name, help, labelNames, 'gauge', GaugeChild);
   }
 }
 
@@ -183,11 +190,11 @@ export class MetricsRegistry {
   private readonly collectors: (() => void)[] = [];
 
   counter(name: string, help: string, labelNames: readonly string[] = []): Counter {
-    return this.add(new Counter(name, help, labelNames, 'counter'));
+    return this.add(new Counter(name, help, labelNames));
   }
 
   gauge(name: string, help: string, labelNames: readonly string[] = []): Gauge {
-    return this.add(new Gauge(name, help, labelNames, 'gauge'));
+    return this.add(new Gauge(name, help, labelNames));
   }
 
   histogram(name: string, help: string, labelNames: readonly string[] = [], buckets: readonly number[] = DEFAULT_BUCKETS): Histogram {
