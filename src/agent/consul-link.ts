@@ -17,6 +17,9 @@ import {
 import type { Logger } from '../telemetry';
 import type { AgentConfig, ConsulDiscoveryConfig, LocalServiceConfig } from './agent-config';
 
+/** The least time between two polls of /v1/agent/services. */
+const LOCAL_POLL_FLOOR_MS = 100;
+
 /** The default check of a registered service: TCP to its app. */
 const DEFAULT_CHECK = { intervalMs: 10_000, timeoutMs: 2_000 } as const;
 
@@ -106,7 +109,9 @@ export class ConsulLink {
   /** With consul.localServices, polls the local agent and hands every change of the opted-in set to `onChange`. */
   watchLocalServices(onChange: (services: readonly ConsulLocalService[]) => void, ignore: (id: string) => boolean): void {
     if (!this.settings.localServices) return;
-    this.local = new ConsulLocalServices({ client: this.client, intervalMs: this.settings.minIntervalMs, ignore, onChange, log: this.log.child({ source: 'consul-local' }) });
+    // minInterval may be 0 for the blocking queries (they wait in Consul); a poll needs a floor.
+    const intervalMs = Math.max(LOCAL_POLL_FLOOR_MS, this.settings.minIntervalMs);
+    this.local = new ConsulLocalServices({ client: this.client, intervalMs, ignore, onChange, log: this.log.child({ source: 'consul-local' }) });
     this.local.start();
   }
 

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import Consul from 'consul';
+import { ConsulLink } from '../../src/agent/consul-link';
 import { ConsulLocalServices, ConsulRegistration, createConsulClient, resolveConsulSettings, type ConsulLocalService, type LocalServicesStatus, type RegisteredService } from '../../src/registry';
 import { createLogger } from '../../src/telemetry';
 import { ConsulStandin } from '../consul-standin/consul-standin';
@@ -204,5 +205,18 @@ describe('ConsulLocalServices', () => {
       local.close();
       for (const id of ['mine', 'bad-1']) await fetch(`http://${consul.address}/v1/agent/service/deregister/${id}`, { method: 'PUT' });
     }
+  });
+
+  test('through the agent\'s Consul link, a minInterval of 0 still polls at most every 100 ms', async () => {
+    const link = new ConsulLink({ address: consul.address, registerServices: false, localServices: true, resyncIntervalMs: 30_000, stale: false, waitMs: 5000, minIntervalMs: 0 }, log);
+    const since = Date.now();
+    link.watchLocalServices(() => {}, () => false);
+    try {
+      await eventually('four polls', () => (consul.requestCount('/v1/agent/services', since) >= 4 ? true : undefined));
+    } finally {
+      await link.close();
+    }
+    const at = consul.requests.filter((r) => r.path === '/v1/agent/services' && r.at >= since).map((r) => r.at);
+    for (let i = 1; i < at.length; i++) assert.ok(at[i]! - at[i - 1]! >= 90, `polls ${at[i]! - at[i - 1]!} ms apart`);
   });
 });
