@@ -3,8 +3,8 @@
 # Before `nomad job run`:
 # - /usr/bin/mesh-agent installed on every client, and raw_exec enabled in the client config:
 #     plugin "raw_exec" { config { enabled = true } }
-# - Consul on every client (HTTP API on 127.0.0.1:8500), with node_meta { mesh-inbound-port = "15443" }
-#   so that agents on other nodes know which port leads to the services Nomad registers here.
+# - Consul on every client (HTTP API on 127.0.0.1:8500). Agents on other nodes learn which port leads to the
+#   services Nomad registers here from this node's mesh-agent registration (node_meta mesh-inbound-port may pin it).
 # - A Nomad variable with a join token (and, with Consul ACLs, the agent's Consul token):
 #     nomad var put nomad/jobs/mesh-agent join_token=meshjoin1_... consul_token=<secret or empty>
 #
@@ -34,7 +34,7 @@ job "mesh-agent" {
   group "agent" {
     network {
       mode = "host"
-      # Other agents dial this port (mTLS), so it is the same on every node and written into Consul node meta.
+      # Other agents dial this port (mTLS); the agent announces it in its Consul registration's meta.
       port "inbound" {
         static = 15443
       }

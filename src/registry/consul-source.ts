@@ -8,8 +8,9 @@
 // - Address: Service.Address, else Node.Address (Consul's own rule).
 // - Port: the mesh inbound (mTLS) port of the agent on that node, never the app's Service.Port. It comes
 //   from service meta `mesh-inbound-port` (set when the agent registers a local service), else node meta
-//   `mesh-inbound-port` (Consul agent config `node_meta`). An instance with neither is not in the mesh: it is
-//   skipped and counted in status().skipped.
+//   `mesh-inbound-port` (Consul agent config `node_meta`), else the `mesh-inbound-port` meta of the passing
+//   `mesh-agent` registration on the same node (every agent registers one; so a service Nomad registers needs
+//   nothing more). An instance with none is not in the mesh: it is skipped and counted in status().skipped.
 // - Labels: every `key=value` tag, then Service.Meta (meta wins), minus the two mesh-* keys above.
 // - Weight: Service.Weights.Passing (default 1). Instances that land on the same address:port (two instances
 //   on one node) become one endpoint whose weight is the sum and whose labels are the first instance's.
@@ -34,6 +35,8 @@ import { endpointKey, serviceKeyString, type DiscoverySource, type DiscoveryUpda
 
 /** Meta key (service, then node) holding the mesh inbound port of the node's agent. */
 export const MESH_INBOUND_PORT_META = 'mesh-inbound-port';
+/** The service every agent registers itself as; its meta says the node's inbound port. */
+export const MESH_AGENT_SERVICE = 'mesh-agent';
 /** Service meta key naming the mesh namespace of an instance; "default" when absent. */
 export const MESH_NAMESPACE_META = 'mesh-namespace';
 
@@ -87,6 +90,9 @@ export class ConsulSource implements DiscoverySource {
   private readonly ownsClient: boolean;
   private readonly watches = new Map<string, ServiceWatch>();
   private readonly log: Logger;
+  /** Node name → inbound port, from the passing mesh-agent registrations (watched while any other service is). */
+  private readonly agentPorts = new Map<string, number>();
+  private agentsWatch: ServiceWatch | undefined;
 
   /** @throws MeshError MESH_ERR_CONFIG for invalid connection settings */
   constructor(private readonly opts: ConsulSourceOptions = {}) {
@@ -99,9 +105,10 @@ export class ConsulSource implements DiscoverySource {
     const key = serviceKeyString(service);
     let w = this.watches.get(key);
     if (!w) {
-      w = new ServiceWatch(service, this.client, this.opts, this.log.child({ service: key }));
+      w = new ServiceWatch(service, this.client, this.opts, this.log.child({ service: key }), this.agentPorts);
       this.watches.set(key, w);
       w.start();
+      this.watchAgents();
     }
     const watch = w;
     watch.listeners.add(onUpdate);
@@ -115,6 +122,21 @@ export class ConsulSource implements DiscoverySource {
     };
   }
 
+  /** The mesh-agent registrations: where a node's agent listens, for instances that do not say it themselves. */
+  private watchAgents(): void {
+    if (this.agentsWatch) return;
+    const w = (this.agentsWatch = new ServiceWatch({ name: MESH_AGENT_SERVICE, namespace: 'default' }, this.client, this.opts, this.log.child({ service: MESH_AGENT_SERVICE }), new Map()));
+    w.onEntries = (entries) => {
+      const ports = agentPortsFromHealth(entries);
+      const same = ports.size === this.agentPorts.size && [...ports].every(([n, p]) => this.agentPorts.get(n) === p);
+      if (same) return;
+      this.agentPorts.clear();
+      for (const [n, p] of ports) this.agentPorts.set(n, p);
+      for (const sw of this.watches.values()) sw.recompute();
+    };
+    w.start();
+  }
+
   /** One entry per watched service. */
   status(): ConsulWatchStatus[] {
     return [...this.watches.values()].map((w) => w.status());
@@ -123,13 +145,15 @@ export class ConsulSource implements DiscoverySource {
   close(): void {
     for (const w of this.watches.values()) w.stop();
     this.watches.clear();
+    this.agentsWatch?.stop();
+    this.agentsWatch = undefined;
     if (this.ownsClient) this.client.destroy();
   }
 }
 
 /** What /v1/health/service returns, as far as this file reads it. */
 interface HealthEntry {
-  Node?: { Address?: string; Meta?: Record<string, string> | null };
+  Node?: { Node?: string; Address?: string; Meta?: Record<string, string> | null };
   Service?: { ID?: string; Address?: string; Tags?: string[] | null; Meta?: Record<string, string> | null; Weights?: { Passing?: number } | null };
 }
 
@@ -145,7 +169,17 @@ export function labelsFromRegistration(tags: readonly string[], meta: Readonly<R
 }
 
 /** Turns a health answer into endpoints, following the conventions in the file header. */
-export function endpointsFromHealth(entries: readonly HealthEntry[], namespace: string): { endpoints: Endpoint[]; skipped: number } {
+/** Node name → the inbound port its passing mesh-agent registration announces. */
+export function agentPortsFromHealth(entries: readonly HealthEntry[]): Map<string, number> {
+  const ports = new Map<string, number>();
+  for (const e of entries) {
+    const port = Number(e.Service?.Meta?.[MESH_INBOUND_PORT_META]);
+    if (e.Node?.Node && Number.isInteger(port) && port >= 1 && port <= 65535) ports.set(e.Node.Node, port);
+  }
+  return ports;
+}
+
+export function endpointsFromHealth(entries: readonly HealthEntry[], namespace: string, agentPorts: ReadonlyMap<string, number> = new Map()): { endpoints: Endpoint[]; skipped: number } {
   const byKey = new Map<string, { address: string; port: number; weight: number; labels: Record<string, string> }>();
   let skipped = 0;
   const sorted = [...entries].sort((a, b) => `${a.Node?.Address}/${a.Service?.ID}`.localeCompare(`${b.Node?.Address}/${b.Service?.ID}`));
@@ -154,7 +188,7 @@ export function endpointsFromHealth(entries: readonly HealthEntry[], namespace: 
     const meta = svc.Meta ?? {};
     if ((meta[MESH_NAMESPACE_META] ?? 'default') !== namespace) continue;
     const address = svc.Address || e.Node?.Address || '';
-    const port = Number(meta[MESH_INBOUND_PORT_META] ?? e.Node?.Meta?.[MESH_INBOUND_PORT_META]);
+    const port = Number(meta[MESH_INBOUND_PORT_META] ?? e.Node?.Meta?.[MESH_INBOUND_PORT_META] ?? agentPorts.get(e.Node?.Node ?? ''));
     if (!address || !Number.isInteger(port) || port < 1 || port > 65535) {
       skipped++;
       continue;
@@ -177,6 +211,10 @@ const fingerprint = (eps: readonly Endpoint[]): string => JSON.stringify(eps.map
 class ServiceWatch {
   readonly listeners = new Set<(u: DiscoveryUpdate) => void>();
   last: { update: DiscoveryUpdate; fingerprint: string } | undefined;
+  /** Told every answer's entries (the mesh-agent watch feeds the node ports with it). */
+  onEntries: ((entries: readonly HealthEntry[]) => void) | undefined;
+  /** The last answer, to recompute the endpoints when the node ports change. */
+  private entries: readonly HealthEntry[] | undefined;
   private index = 0;
   private lastSuccessAt: number | undefined;
   private lastError: string | undefined;
@@ -198,6 +236,8 @@ class ServiceWatch {
     private readonly client: Consul,
     private readonly opts: ConsulSourceOptions,
     private readonly log: Logger,
+    /** Node name → inbound port from the mesh-agent registrations (kept by the source). */
+    private readonly agentPorts: ReadonlyMap<string, number>,
   ) {
     this.clock = opts.clock ?? systemClock;
     this.backoff = new Backoff(opts.backoffBaseMs ?? 500, opts.backoffCapMs ?? 30_000, opts.random ?? Math.random);
@@ -296,9 +336,16 @@ class ServiceWatch {
     this.lastSuccessAt = this.clock.now();
     this.lastError = undefined;
     this.consecutiveErrors = 0;
+    this.entries = entries;
+    this.onEntries?.(entries);
+    this.recompute();
+  }
 
-    const { endpoints, skipped } = endpointsFromHealth(entries, this.key.namespace);
-    if (skipped > 0 && skipped !== this.skipped) this.log.warn(`instances without a ${MESH_INBOUND_PORT_META} meta (service or node) are not in the mesh`, { skipped });
+  /** Turns the last answer into endpoints and tells the watchers when they changed. */
+  recompute(): void {
+    if (!this.entries) return;
+    const { endpoints, skipped } = endpointsFromHealth(this.entries, this.key.namespace, this.agentPorts);
+    if (skipped > 0 && skipped !== this.skipped) this.log.warn(`instances without a ${MESH_INBOUND_PORT_META} (service meta, node meta or a mesh-agent on their node) are not in the mesh`, { skipped });
     this.skipped = skipped;
     const fp = fingerprint(endpoints);
     if (this.last?.fingerprint === fp) return; // a wake-up with the same data is no change

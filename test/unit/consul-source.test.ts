@@ -111,6 +111,19 @@ describe('ConsulSource', () => {
     assert.equal(status.knownLeader, true);
   });
 
+  test('an instance without port meta takes the port of the passing mesh-agent on its node (as for a service Nomad registered)', async (t) => {
+    const { consul, source } = await setup(t);
+    const got = new Updates();
+    await registerRemote(consul, 'node-n', '10.0.0.9', { ID: '_nomad-task-api', Service: 'api', Port: 23456, Tags: ['mesh'] }, 'passing', {});
+    source.watch(svc('api'), got.push);
+    assert.deepEqual(await got.next('no port known yet'), { type: 'reset', endpoints: [] });
+    await registerRemote(consul, 'node-n', '10.0.0.9', { ID: 'mesh-agent-node-n', Service: 'mesh-agent', Port: 17443, Meta: { 'mesh-inbound-port': '17443' } }, 'passing', {});
+    assert.deepEqual(await got.next('the agent registered'), { type: 'reset', endpoints: [ep('10.0.0.9', 17443)] });
+    consul.setCheckStatus('service:mesh-agent-node-n', 'critical', 'agent down', 'node-n');
+    assert.deepEqual(await got.next('the agent failing its check'), { type: 'reset', endpoints: [] });
+    assert.equal(source.status().find((s) => s.service === 'api.default')!.skipped, 1);
+  });
+
   test('a failing check removes the instance within a second of the blocking query returning', async (t) => {
     const { consul, source } = await setup(t);
     await registerRemote(consul, 'node-b', '10.0.0.2', { ID: 'pay-1', Service: 'pay' });
