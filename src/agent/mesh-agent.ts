@@ -324,8 +324,7 @@ export class MeshAgent {
         from: o.route.source.toString(),
         listen: formatHostPort(o.route.listen),
         endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
-        // tcp counters for protocol tcp; http ones (router) for protocol http.
-        stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
+        stats: o.statusStats(),
       })),
       inboundStats: this.inbound?.stats,
       // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
