@@ -420,8 +420,7 @@ export class MeshAgent {
         listen: formatHostPort(o.route.listen),
         protocol: o.route.protocol,
         endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
-        // tcp counters for protocol tcp; http ones (router) for protocol http.
-        stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
+        stats: o.statusStats(),
         ...(error ? { error } : {}),
       })),
       inboundStats: this.inbound?.stats,

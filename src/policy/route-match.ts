@@ -14,6 +14,8 @@ export interface RouteRequest {
   readonly port?: number;
   /** Labels of the calling workload (for `match.sourceLabels`). */
   readonly sourceLabels?: Readonly<Record<string, string>>;
+  /** The client's address (for `consistentHash.useSourceIp`). */
+  readonly sourceAddress?: string;
 }
 
 /** What routing needs to know about a TCP connection. */

@@ -35,7 +35,8 @@ export { MtlsConnector, type Connector, type ConnectOptions } from './mtls-conne
 export { pipeBoth, type PipeStats } from './pipe';
 export { peerSpiffeId } from './peer-identity';
 export { HttpFramingError, errorResponse } from './http1/http-framing-error';
-export { Http1Session, type Decision, type ExchangeOutcome, type HttpRouter, type SessionErrorKind, type Target, type RetryPlan } from './http1/http1-session';
+export { Http1Session, type HttpRouter, type SessionErrorKind } from './http1/http1-session';
+export type { Decision, ExchangeOutcome, Target, RetryPlan } from './route-decision';
 export { parseHead, buildHead, forwardHead, setOnlyEdits, headerValue, simpleResponse, type HttpHead, type HeadEdits } from './http1/http1-head';
 export { BodyFramer } from './http1/body-framer';
 export { ConnectionPool, UpstreamConnection, type Dialer, type UpstreamOwner } from './connection-pool';

@@ -11,6 +11,8 @@ import { ConnectionPool } from './connection-pool';
 import { Http1Session } from './http1/http1-session';
 import { H2Outbound } from './http2/h2-outbound';
 import type { Connector } from './mtls-connector';
+import { HTTP1_ROUTING } from './http1/http1-routing';
+import type { HttpHead } from './http1/http1-head';
 import { OutboundHttpRouter } from './outbound-http-router';
 import { drainAndClose, trackConnections } from './drain';
 import { pipeBoth } from './pipe';
@@ -39,7 +41,7 @@ export class OutboundListener {
   readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, noRoute: 0, overflow: 0 };
   /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP, with the policy they were configured by. */
   private readonly pools = new Map<string, { pool: ConnectionPool; policy: CompiledPolicy | undefined }>();
-  readonly router: OutboundHttpRouter;
+  readonly router: OutboundHttpRouter<HttpHead, Buffer, ConnectionPool>;
 
   constructor(
     readonly route: OutboundRoute,
@@ -49,7 +51,16 @@ export class OutboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    this.router = new OutboundHttpRouter(route.service, policy, { cluster: (s, subset) => catalog.cluster(s, subset), pool: (s, subset) => this.pool(s, subset) }, Math.random, route.listen.port, route.sourceLabels);
+    const upstreams = { cluster: (s: ServiceRef, subset?: string) => catalog.cluster(s, subset), pool: (s: ServiceRef, subset?: string) => this.pool(s, subset) };
+    this.router = new OutboundHttpRouter(route.service, policy, upstreams, HTTP1_ROUTING, Math.random, route.listen.port, route.sourceLabels);
+    if (route.protocol === 'http2' || route.protocol === 'grpc') this.h2 = new H2Outbound(route, catalog, policy, connector, credentials, log);
+  }
+
+  /** The counters the agent's status shows: the router's for http, http2 and grpc (with stream and session counts for h2), the TCP ones for tcp. */
+  statusStats(): Readonly<Record<string, number>> {
+    if (this.h2) return { connections: this.stats.connections, ...this.h2.stats, ...this.h2.router.stats };
+    if (this.route.protocol === 'http') return { connections: this.stats.connections, ...this.router.stats };
+    return { ...this.stats };
   }
 
   /**
@@ -107,16 +118,15 @@ export class OutboundListener {
     });
   }
 
-  /** HTTP/2 and gRPC (protocol http2 / grpc): streams multiplexed over one mTLS session per endpoint (src/proxy/http2); made on first connection. */
-  private h2?: H2Outbound;
+  /** HTTP/2 and gRPC (protocol http2 / grpc): streams routed one by one, multiplexed over one mTLS session per endpoint (src/proxy/http2). */
+  private readonly h2?: H2Outbound;
 
   private async accept(down: Socket): Promise<void> {
-    if (this.route.protocol === 'http2' || this.route.protocol === 'grpc') {
-      this.h2 ??= new H2Outbound(this.route, () => this.catalog.cluster(this.route.service), this.connector, this.credentials, this.stats, this.log);
+    this.stats.connections++;
+    if (this.h2) {
       this.h2.accept(down);
       return;
     }
-    this.stats.connections++;
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
     if (this.route.protocol === 'http') {

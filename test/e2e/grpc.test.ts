@@ -2,15 +2,12 @@
 
 import assert from 'node:assert/strict';
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import {
-  connect as h2Connect,
   constants,
   createServer as createH2Server,
   type ClientHttp2Session,
   type Http2Server,
   type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
@@ -20,108 +17,13 @@ import { after, before, describe, it } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { CertificateAuthority, generatePrivateKey, privateKeyToPem, SpiffeId } from '../../src/ca';
 import { Store } from '../../src/store';
-import { TestMesh, type AgentHandle, type ServerHandle } from '../helpers/mesh';
+import { call, Deframer, exchange, frame, h2c } from '../helpers/grpc';
+import { agentStatus, TestMesh, upstreamStats as upstreamStatsOf, type AgentHandle, type ServerHandle } from '../helpers/mesh';
 import { freePort } from '../helpers/processes';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM } = constants;
 const XFCC = /^By=spiffe:\/\/mesh\.local\/ns\/default\/sa\/api;Hash=[0-9a-f]{64};URI=spiffe:\/\/mesh\.local\/ns\/default\/sa\/web$/;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-
-/** A gRPC length-prefixed message: flag 0 (not compressed), 4-byte length, payload. Any bytes do as the payload here. */
-function frame(payload: Buffer | string): Buffer {
-  const body = Buffer.from(payload);
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(body.length, 1);
-  return Buffer.concat([head, body]);
-}
-
-/** Splits a gRPC body into its messages; reports each as soon as it is complete. */
-class Deframer {
-  private buf = Buffer.alloc(0);
-  readonly messages: Buffer[] = [];
-  constructor(private readonly onMessage: (m: Buffer) => void = () => {}) {}
-  push(chunk: Buffer): void {
-    this.buf = Buffer.concat([this.buf, chunk]);
-    while (this.buf.length >= 5 && this.buf.length >= 5 + this.buf.readUInt32BE(1)) {
-      const m = this.buf.subarray(5, 5 + this.buf.readUInt32BE(1));
-      this.buf = this.buf.subarray(5 + m.length);
-      this.messages.push(m);
-      this.onMessage(m);
-    }
-  }
-}
-
-interface CallResult {
-  headers: IncomingHttpHeaders;
-  trailers: IncomingHttpHeaders;
-  messages: Buffer[];
-  /** grpc-status from the trailers, or from the headers of a trailers-only response. */
-  status: number | undefined;
-  message: string | undefined;
-  rstCode: number;
-}
-
-const GRPC_HEADERS = { ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' };
-
-/**
- * One gRPC call on an h2c session to agent A's upstream port. `onMessage` may write more
- * (bidirectional); the request ends after `messages` unless `keepOpen`.
- */
-function call(
-  session: ClientHttp2Session,
-  path: string,
-  messages: (Buffer | string)[],
-  opts: { headers?: OutgoingHttpHeaders; keepOpen?: boolean; onMessage?: (m: Buffer, req: ReturnType<ClientHttp2Session['request']>) => void } = {},
-): Promise<CallResult> {
-  return new Promise((resolve, reject) => {
-    const req = session.request({ ...GRPC_HEADERS, ':path': path, ...opts.headers });
-    const result: CallResult = { headers: {}, trailers: {}, messages: [], status: undefined, message: undefined, rstCode: 0 };
-    const deframer = new Deframer((m) => opts.onMessage?.(m, req));
-    const timer = setTimeout(() => {
-      req.close(NGHTTP2_CANCEL);
-      reject(new Error(`call ${path} timed out: ${JSON.stringify(result)}`));
-    }, 10_000);
-    req.on('response', (h) => (result.headers = h));
-    req.on('trailers', (t) => (result.trailers = t));
-    req.on('data', (c: Buffer) => deframer.push(c));
-    req.on('error', () => {});
-    req.on('close', () => {
-      clearTimeout(timer);
-      const from = result.trailers['grpc-status'] !== undefined ? result.trailers : result.headers;
-      result.status = from['grpc-status'] === undefined ? undefined : Number(from['grpc-status']);
-      result.message = from['grpc-message'] as string | undefined;
-      result.messages = deframer.messages;
-      result.rstCode = req.rstCode ?? 0;
-      resolve(result);
-    });
-    for (const m of messages) req.write(frame(m));
-    if (!opts.keepOpen) req.end();
-  });
-}
-
-/** A plain HTTP/2 exchange: status, headers, body and trailers. */
-function exchange(session: ClientHttp2Session, headers: OutgoingHttpHeaders, body?: Buffer, requestTrailers?: OutgoingHttpHeaders): Promise<{ headers: IncomingHttpHeaders; body: Buffer; trailers: IncomingHttpHeaders }> {
-  return new Promise((resolve, reject) => {
-    const req = session.request(headers, requestTrailers ? { waitForTrailers: true } : {});
-    if (requestTrailers) req.once('wantTrailers', () => req.sendTrailers(requestTrailers));
-    const out = { headers: {} as IncomingHttpHeaders, body: Buffer.alloc(0), trailers: {} as IncomingHttpHeaders };
-    const chunks: Buffer[] = [];
-    req.on('response', (h) => (out.headers = h));
-    req.on('trailers', (t) => (out.trailers = t));
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('error', reject);
-    req.on('end', () => resolve({ ...out, body: Buffer.concat(chunks) }));
-    req.end(body);
-  });
-}
-
-function h2c(port: number): Promise<ClientHttp2Session> {
-  return new Promise((resolve, reject) => {
-    const s = h2Connect(`http://127.0.0.1:${port}`);
-    s.once('connect', () => resolve(s));
-    s.once('error', reject);
-  });
-}
 
 /** The gRPC app behind agent B: one method per behaviour under test. */
 function grpcApp(seen: { path: string; headers: IncomingHttpHeaders }[], sessions: Set<ServerHttp2Session>, closes: Map<string, Promise<number>>): Http2Server {
@@ -241,13 +143,8 @@ describe('HTTP/2 and gRPC through the mesh', () => {
   const ports = { api: 0, files: 0, ghost: 0, nowhere: 0 };
   let client: ClientHttp2Session;
 
-  const status = async (agent: AgentHandle): Promise<{ upstreams: { service: string; stats: Record<string, number> }[]; inboundStats: Record<string, number> }> => {
-    const token = readFileSync(join(agent.stateDir, 'admin-token'), 'utf8').trim();
-    const res = await fetch(`http://${agent.admin}/status`, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(res.status, 200);
-    return (await res.json()) as never;
-  };
-  const upstreamStats = async (service: string): Promise<Record<string, number>> => (await status(a)).upstreams.find((u) => u.service === `${service}.default`)!.stats;
+  const status = agentStatus;
+  const upstreamStats = (service: string): Promise<Record<string, number>> => upstreamStatsOf(a, service);
 
   before(async () => {
     grpc = grpcApp(seen, appSessions, closes);
@@ -344,6 +241,10 @@ describe('HTTP/2 and gRPC through the mesh', () => {
     assert.equal(internal.headers['x-mesh-response-flags'], 'UR');
     const refused = await call(client, '/test.Echo/Refuse', ['x']);
     assert.equal(refused.status, 14, 'REFUSED_STREAM -> UNAVAILABLE (safe to retry)');
+    // Agent B answers the refusal UNAVAILABLE (flag UR); unavailable is in Istio's default retryOn, so agent A tries three times.
+    assert.equal(seen.filter((x) => x.path === '/test.Echo/Refuse').length, 3, 'retried twice by default');
+    assert.equal(refused.headers['x-mesh-response-flags'], 'UR', "the last answer is agent B's, passed on");
+    assert.equal(seen.filter((x) => x.path === '/test.Echo/Reset').length, 1, 'an INTERNAL_ERROR reset is not in the default retryOn');
     // After response headers the reset itself is passed on: the client's gRPC library maps it.
     const mid = await call(client, '/test.Echo/ResetMid', ['1'], { keepOpen: true, onMessage: (_m, req) => req.write(frame('2')) });
     assert.equal(mid.headers[':status'], 200);
@@ -365,14 +266,14 @@ describe('HTTP/2 and gRPC through the mesh', () => {
     assert.equal(await closes.get('cancel-me'), NGHTTP2_CANCEL, 'the app saw RST_STREAM(CANCEL)');
   });
 
-  it('answers UNAVAILABLE (14) when the upstream endpoint cannot be reached, and when there is none', async () => {
+  it('answers UNAVAILABLE (14) when the upstream endpoint cannot be reached (after Istio\'s default 2 retries), and when there is none', async () => {
     const ghost = await h2c(ports.ghost);
     try {
       const r = await call(ghost, '/test.Echo/Unary', ['x']);
       assert.equal(r.headers[':status'], 200);
       assert.equal(r.status, 14);
-      assert.match(r.message ?? '', /upstream connect error/);
-      assert.equal(r.headers['x-mesh-response-flags'], 'UF');
+      assert.match(r.message ?? '', /upstream connect error.* after 3 attempts/);
+      assert.equal(r.headers['x-mesh-response-flags'], 'URX', 'connect failures retried until the attempts ran out');
     } finally {
       ghost.close();
     }
@@ -388,7 +289,9 @@ describe('HTTP/2 and gRPC through the mesh', () => {
     } finally {
       nowhere.close();
     }
-    assert.equal((await upstreamStats('ghost')).connectFailures, 1);
+    const ghostStats = await upstreamStats('ghost');
+    assert.equal(ghostStats.connectFailures, 3, 'the first try and two retries');
+    assert.equal(ghostStats.retries, 2);
   });
 
   it('carries many concurrent streams from several app connections over ONE mTLS connection between the agents', async () => {

@@ -1,6 +1,6 @@
 // A test mesh of real processes: one server, agents that enroll with tokens, and cleanup of all of them.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { freePort, meshAgent, runMeshAgent, tempDir, type Proc } from './processes';
 
@@ -18,6 +18,27 @@ export interface AgentHandle {
   readonly configFile: string;
   readonly inbound: string;
   readonly admin: string;
+}
+
+/** The part of an agent's GET /status that tests read. */
+export interface AgentStatus {
+  upstreams: { service: string; stats: Record<string, number> }[];
+  inboundStats: Record<string, number>;
+}
+
+/** An agent's GET /status, through its admin API with its token. */
+export async function agentStatus(agent: AgentHandle): Promise<AgentStatus> {
+  const token = readFileSync(join(agent.stateDir, 'admin-token'), 'utf8').trim();
+  const res = await fetch(`http://${agent.admin}/status`, { headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`GET /status of ${agent.admin}: ${res.status} ${await res.text()}`);
+  return (await res.json()) as AgentStatus;
+}
+
+/** The counters of an agent's upstream to `service` (in namespace default). */
+export async function upstreamStats(agent: AgentHandle, service: string): Promise<Record<string, number>> {
+  const u = (await agentStatus(agent)).upstreams.find((x) => x.service === `${service}.default`);
+  if (!u) throw new Error(`no upstream ${service}.default in the status of ${agent.admin}`);
+  return u.stats;
 }
 
 /** Owns every process and directory a test makes, and removes them in `close()`. */

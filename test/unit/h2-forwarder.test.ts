@@ -17,7 +17,9 @@ import type { Outcome } from '../../src/proxy/outlier-detector';
 import { encodeGrpcMessage, grpcStatusForReset, httpStatusForGrpc, isGrpcContentType } from '../../src/proxy/http2/grpc-status';
 import { forwardHeaders, REQUEST_PSEUDO, RESPONSE_PSEUDO } from '../../src/proxy/http2/h2-headers';
 import { H2SessionPool } from '../../src/proxy/http2/h2-session-pool';
-import { forwardStream, holdStream, type HeldStream } from '../../src/proxy/http2/h2-stream-forwarder';
+import { forwardStream, holdStream, type HeldStream, type SessionSource } from '../../src/proxy/http2/h2-stream-forwarder';
+import type { H2Answer } from '../../src/proxy/http2/h2-local-answer';
+import { outlierOutcome, type ExchangeOutcome, type RetryPlan } from '../../src/proxy/route-decision';
 import type { Endpoint } from '../../src/registry';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } = constants;
@@ -87,6 +89,10 @@ describe('h2 headers and gRPC statuses', () => {
   });
 });
 
+/** Always the one session given: the forwarder's pool when the test holds the session itself. */
+const fixed = (session: ClientHttp2Session): SessionSource => ({ ready: () => session, session: () => Promise.resolve(session) });
+const APP: Endpoint = { address: '127.0.0.1', port: 1, weight: 1, labels: {} };
+
 describe('forwardStream', () => {
   let app: Http2Server;
   let proxy: Http2Server;
@@ -132,10 +138,10 @@ describe('forwardStream', () => {
       const path = String(headers[':path']);
       const held: HeldStream = holdStream(down);
       const go = (): void =>
-        forwardStream(held, headers, flags, upstream, {
+        forwardStream(held, flags, {
           grpc: String(headers['content-type']).startsWith('application/grpc'),
-          edits: [['x-forwarded-client-cert', 'By=test']],
-          done: (o) => outcomes.set(path, o),
+          headers: forwardHeaders(headers, REQUEST_PSEUDO, [['x-forwarded-client-cert', 'By=test']]),
+          target: { endpoint: APP, pool: fixed(upstream), done: (o) => outcomes.set(path, outlierOutcome(o)) },
         });
       if (holdUntilTrailers.has(path)) down.once('trailers', () => setImmediate(go));
       else go();
@@ -211,7 +217,7 @@ describe('forwardStream', () => {
     const doomed = h2Connect(`http://127.0.0.1:${port}`);
     doomed.on('error', () => {});
     const p2 = createServer();
-    p2.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => forwardStream(holdStream(down), headers, flags, doomed, { grpc: true, done: () => {} }));
+    p2.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => forwardStream(holdStream(down), flags, { grpc: true, headers: forwardHeaders(headers, REQUEST_PSEUDO), target: { endpoint: APP, pool: fixed(doomed) } }));
     const c2 = await h2c(await listen(p2));
     try {
       const r = await send(c2, { ':method': 'POST', ':path': '/x', 'content-type': 'application/grpc' }, ['x']);
@@ -222,6 +228,101 @@ describe('forwardStream', () => {
       p2.close();
       dying.close();
     }
+  });
+});
+
+describe('forwardStream with a timeout and retries', () => {
+  let app: Http2Server;
+  let proxy: Http2Server;
+  let upstream: ClientHttp2Session;
+  let client: ClientHttp2Session;
+  /** Per path: the streams the app saw (body, request trailers, how each closed). */
+  const streams = new Map<string, { body: string; trailers?: IncomingHttpHeaders; closed: Promise<number> }[]>();
+  const outcomes: ExchangeOutcome[] = [];
+
+  before(async () => {
+    app = createServer();
+    app.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+      const path = String(headers[':path']);
+      const list = streams.get(path) ?? [];
+      streams.set(path, list);
+      const entry = { body: '', trailers: undefined as IncomingHttpHeaders | undefined, closed: new Promise<number>((r) => stream.once('close', () => r(stream.rstCode ?? 0))) };
+      list.push(entry);
+      stream.on('error', () => {});
+      stream.setEncoding('utf8');
+      stream.on('data', (c: string) => (entry.body += c));
+      stream.on('trailers', (t: IncomingHttpHeaders) => (entry.trailers = t));
+      if (path === '/silent') return; // never answers
+      if (path === '/late') {
+        stream.respond({ ':status': 200 });
+        stream.write('partial'); // and never finishes
+        return;
+      }
+      // /again: UNAVAILABLE (trailers-only) the first time, after reading the whole request; then the echo.
+      stream.on('end', () => {
+        if (list.length === 1) return void stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '14' }, { endStream: true });
+        stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+        stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'x-saw-trailer': String(entry.trailers?.['x-req'] ?? '') }));
+        stream.end(`echo:${entry.body}`);
+      });
+    });
+    upstream = await h2c(await listen(app));
+    const target = { endpoint: APP, pool: fixed(upstream), done: (o: ExchangeOutcome) => outcomes.push(o) };
+    const retry = (attempts: number, perTryTimeoutMs: number): RetryPlan<H2Answer, SessionSource> => ({
+      attempts,
+      perTryTimeoutMs,
+      retriable: (o) => o.grpcStatus === 14 || o.timeout,
+      admit: () => true,
+      cancel: () => {},
+      next: () => target,
+    });
+    proxy = createServer();
+    proxy.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => {
+      const path = String(headers[':path']);
+      forwardStream(holdStream(down), flags, {
+        grpc: true,
+        headers: forwardHeaders(headers, REQUEST_PSEUDO),
+        target,
+        ...(path === '/late' ? { timeoutMs: 300 } : { retry: retry(path === '/silent' ? 1 : 2, path === '/silent' ? 200 : 0) }),
+      });
+    });
+    client = await h2c(await listen(proxy));
+  });
+
+  after(() => {
+    client.destroy();
+    upstream.destroy();
+    proxy.close();
+    app.close();
+  });
+
+  it('sends the whole request body and its trailers again on a retry, and passes on the answer that came then', async () => {
+    outcomes.length = 0;
+    const r = await send(client, { ':method': 'POST', ':path': '/again', 'content-type': 'application/grpc' }, ['one,', 'two'], { trailers: { 'x-req': 'tr' } });
+    assert.equal(r.headers['grpc-status'], undefined, 'not the trailers-only UNAVAILABLE');
+    assert.equal(r.body, 'echo:one,two');
+    assert.equal(r.trailers['grpc-status'], '0');
+    assert.equal(r.trailers['x-saw-trailer'], 'tr', 'the retried stream carried the request trailers');
+    const seen = streams.get('/again')!;
+    assert.deepEqual(seen.map((s) => s.body), ['one,two', 'one,two']);
+    assert.deepEqual(outcomes.map((o) => o.grpcStatus), [14, 0], 'each attempt reported once');
+  });
+
+  it('cancels an attempt past its per-try timeout, retries, then answers DEADLINE_EXCEEDED with flag UT', async () => {
+    const r = await send(client, { ':method': 'POST', ':path': '/silent', 'content-type': 'application/grpc' }, ['x']);
+    assert.equal(r.headers['grpc-status'], '4');
+    assert.equal(r.headers['x-mesh-response-flags'], 'UT');
+    const seen = streams.get('/silent')!;
+    assert.equal(seen.length, 2, 'the first try and one retry');
+    assert.deepEqual(await Promise.all(seen.map((s) => s.closed)), [NGHTTP2_CANCEL, NGHTTP2_CANCEL]);
+  });
+
+  it('resets both streams when the route timeout runs out after the response began', async () => {
+    const r = await send(client, { ':method': 'POST', ':path': '/late', 'content-type': 'application/grpc' }, ['x']);
+    assert.equal(r.headers[':status'], 200);
+    assert.equal(r.body, 'partial');
+    assert.equal(r.rstCode, NGHTTP2_CANCEL);
+    assert.equal(await streams.get('/late')![0]!.closed, NGHTTP2_CANCEL);
   });
 });
 

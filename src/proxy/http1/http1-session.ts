@@ -3,59 +3,12 @@
 
 import type { Socket } from 'node:net';
 import { describeError } from '../../errors';
-import type { Endpoint } from '../../registry';
 import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG, OVERFLOW_STATUS, type OverflowKind } from '../circuit-breaker';
 import { PoolOverflow, type ConnectionPool, type UpstreamConnection, type UpstreamOwner } from '../connection-pool';
+import { RETRY_BODY_LIMIT, retryBackoffMs, type Decision, type ExchangeOutcome, type Target } from '../route-decision';
 import { BodyFramer } from './body-framer';
 import { errorResponse, HttpFramingError } from './http-framing-error';
-import { buildHead, forwardHead, parseHead, simpleResponse, type HeadEdits, type HttpHead } from './http1-head';
-
-/** How one attempt ended, for load balancing, outlier detection, retries and stats. */
-export interface ExchangeOutcome {
-  /** Response status from upstream (0 when none came). */
-  status: number;
-  /** The upstream could not be reached. */
-  connectFailure: boolean;
-  /** The upstream closed before a complete response. */
-  reset: boolean;
-  /** The attempt ran out of time. */
-  timeout: boolean;
-}
-
-/** Where one attempt goes. */
-export interface Target {
-  readonly endpoint: Endpoint;
-  readonly pool: ConnectionPool;
-  /** Called once when this attempt ends. */
-  readonly done?: (outcome: ExchangeOutcome) => void;
-}
-
-/** Retries of one request: `next()` picks the target of the next attempt (Envoy picks a host again per try). */
-export interface RetryPlan {
-  readonly attempts: number;
-  /** 0 = none. */
-  readonly perTryTimeoutMs: number;
-  retriable(outcome: ExchangeOutcome): boolean;
-  /** Takes a retry slot of the cluster's circuit breaker (maxRetries); false = no retry now. */
-  admit(): boolean;
-  /** The next attempt's target; its done() gives the retry slot back (a Buffer answer gives it back at once). */
-  next(): Target | Buffer;
-  /** Gives back a slot taken by admit() whose attempt never started (the request ended while waiting). */
-  cancel(): void;
-}
-
-/** What to do with one request. */
-export type Decision =
-  | { readonly kind: 'respond'; readonly response: Buffer }
-  | {
-      readonly kind: 'forward';
-      readonly target: Target;
-      readonly edits?: HeadEdits;
-      readonly responseEdits?: HeadEdits;
-      /** Whole-request timeout from the first attempt; 0 or absent = none. */
-      readonly timeoutMs?: number;
-      readonly retry?: RetryPlan;
-    };
+import { buildHead, forwardHead, parseHead, simpleResponse, type HttpHead } from './http1-head';
 
 /** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. `source` is the client's address. */
 export type HttpRouter = (head: HttpHead, source: string) => Decision | Promise<Decision>;
@@ -65,10 +18,6 @@ export type SessionErrorKind = 'malformed' | 'upstream' | 'internal';
 
 const enum Req { Head, Body, Discard }
 const enum Resp { Idle, Routing, Connecting, Head, Body, Waiting }
-
-/** Request bodies up to this size are kept so a retry can send them again. */
-const RETRY_BODY_LIMIT = 64 * 1024;
-const RETRY_BACKOFF_BASE_MS = 25;
 
 const flagged = (status: number, reason: string, text: string, flag: string, close = false): Buffer =>
   simpleResponse(status, reason, `${text}\n`, [['x-mesh-response-flags', flag]], close);
@@ -416,7 +365,7 @@ export class Http1Session implements UpstreamOwner {
     this.clearTryTimer();
     this.attempt++;
     this.resp = Resp.Waiting;
-    const wait = Math.random() * RETRY_BACKOFF_BASE_MS * 2 ** this.attempt;
+    const wait = retryBackoffMs(this.attempt);
     const plan = this.decision!.retry!;
     setTimeout(() => {
       if (this.ended || this.resp !== Resp.Waiting) {

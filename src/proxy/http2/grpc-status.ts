@@ -48,8 +48,42 @@ const HTTP_FOR_GRPC = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 40
 
 /** The HTTP status that stands for a grpc-status header value; undefined when the value is absent or not a number. */
 export function httpStatusForGrpc(value: string | string[] | undefined): number | undefined {
-  if (typeof value !== 'string' || !/^\d{1,3}$/.test(value)) return undefined;
-  return HTTP_FOR_GRPC[Number(value)] ?? 500;
+  const code = grpcStatusOf(value);
+  return code === undefined ? undefined : httpStatusForGrpcCode(code);
+}
+
+/** The HTTP status that stands for a gRPC status code (500 for codes beyond the known ones). */
+export function httpStatusForGrpcCode(code: number): number {
+  return HTTP_FOR_GRPC[code] ?? 500;
+}
+
+/** A grpc-status header value as a number; undefined when absent or not a number. */
+export function grpcStatusOf(value: string | string[] | undefined): number | undefined {
+  return typeof value === 'string' && /^\d{1,3}$/.test(value) ? Number(value) : undefined;
+}
+
+/**
+ * The gRPC status a caller sees for an HTTP status that came without one (grpc/doc/http-grpc-status-mapping.md):
+ * how the proxy answers a gRPC caller when its answer is an HTTP status, such as a fault abort with httpStatus.
+ */
+export function grpcStatusForHttp(status: number): number {
+  switch (status) {
+    case 400:
+      return GrpcStatus.INTERNAL;
+    case 401:
+      return GrpcStatus.UNAUTHENTICATED;
+    case 403:
+      return GrpcStatus.PERMISSION_DENIED;
+    case 404:
+      return GrpcStatus.UNIMPLEMENTED;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return GrpcStatus.UNAVAILABLE;
+    default:
+      return GrpcStatus.UNKNOWN;
+  }
 }
 
 /** True for application/grpc, application/grpc+proto, application/grpc-web... (the gRPC content types). */

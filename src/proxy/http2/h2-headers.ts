@@ -1,6 +1,7 @@
 // Header blocks from one HTTP/2 hop to the next: the pseudo-headers that belong to the message kind, no connection-specific fields, and edits.
 
 import { sensitiveHeaders, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import type { HeadEdits } from '../http1/http1-head';
 
 /** Pseudo-headers a request carries on (RFC 9113 8.3.1; :protocol needs extended CONNECT, which the proxy does not offer). */
 export const REQUEST_PSEUDO: readonly string[] = [':method', ':scheme', ':authority', ':path'];
@@ -48,4 +49,29 @@ export function forwardHeaders(received: IncomingHttpHeaders, pseudo: readonly s
 function teHasTrailers(value: string | string[]): boolean {
   const text = Array.isArray(value) ? value.join(',') : value;
   return text.split(',').some((t) => t.trim().toLowerCase() === 'trailers');
+}
+
+/**
+ * Applies a route's header operations to a header block about to be sent (lower-case names): remove, then set
+ * (replacing), then add (appending). On a request, a new target becomes `:path` and a set `host` (rewrite.authority)
+ * becomes `:authority`, the HTTP/2 form of both.
+ */
+export function applyHeadEdits(out: OutgoingHttpHeaders, edits: HeadEdits, request: boolean): OutgoingHttpHeaders {
+  if (edits.remove) for (const name of edits.remove) delete out[name];
+  if (edits.set) {
+    for (const [name, value] of edits.set) {
+      if (request && name === 'host') {
+        out[':authority'] = value;
+        delete out.host;
+      } else out[name] = value;
+    }
+  }
+  if (edits.add) {
+    for (const [name, value] of edits.add) {
+      const had = out[name];
+      out[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+    }
+  }
+  if (request && edits.target !== undefined) out[':path'] = edits.target;
+  return out;
 }

@@ -11,15 +11,15 @@ import { connect as h2Connect, createServer, type ClientHttp2Session, type Http2
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../config';
-import { describeError } from '../../errors';
 import type { Endpoint } from '../../registry';
 import type { Logger } from '../../telemetry';
 import { refusalFlag, type Admission } from '../inbound-authorizer';
 import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
-import type { HeaderEdits } from './h2-headers';
+import { forwardHeaders, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
+import { answerStream } from './h2-local-answer';
 import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
-import { forwardStream, holdStream, localReply, type HeldStream } from './h2-stream-forwarder';
+import { forwardStream, holdStream } from './h2-stream-forwarder';
 
 /** The inbound counters this handler keeps. */
 export interface H2InboundStats {
@@ -106,40 +106,29 @@ export class H2Inbound {
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
     const admission = caller.authorize(headers);
     if (!admission.allowed) {
-      localReply(down, grpc, 403, GrpcStatus.PERMISSION_DENIED, admission.message, refusalFlag(admission));
+      answerStream(down, grpc, { status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED, message: admission.message, flag: refusalFlag(admission) });
       return;
     }
     if (!caller.edits) delete headers['x-forwarded-client-cert'];
     if (route.protocol === 'http') {
       // The caller's upstream says HTTP/2, this node says the app speaks HTTP/1.1: one of the two configs is wrong.
       this.log.warn('HTTP/2 stream for a service declared protocol: http (HTTP/1.1); declare it http2 or grpc, or call it with protocol: http', { service: route.sni, peer: caller.peer });
-      localReply(down, grpc, 502, GrpcStatus.INTERNAL, `service ${route.sni} takes HTTP/1.1 only (protocol: http)`, 'UPE');
+      answerStream(down, grpc, { status: 502, grpcStatus: GrpcStatus.INTERNAL, message: `service ${route.sni} takes HTTP/1.1 only (protocol: http)`, flag: 'UPE' });
       return;
     }
-    const session = this.apps.ready(caller.app);
-    if (session) {
-      this.forward(caller, held, headers, flags, session, grpc);
-      return;
-    }
-    this.apps.session(caller.app).then(
-      (s) => {
-        if (!down.closed && !down.destroyed) this.forward(caller, held, headers, flags, s, grpc);
-      },
-      (err: unknown) => {
-        this.stats.upstreamFailures++;
-        this.log.warn('local app unreachable', { service: route.sni, target: formatHostPort(route.target), error: describeError(err) });
-        localReply(down, grpc, 503, GrpcStatus.UNAVAILABLE, 'local app unreachable', 'UF');
-      },
-    );
-  }
-
-  private forward(caller: Caller, held: HeldStream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, grpc: boolean): void {
-    forwardStream(held, headers, flags, session, {
+    forwardStream(held, flags, {
       grpc,
-      edits: caller.edits,
-      done: (outcome, detail) => {
-        if (outcome === 'reset') this.log.debug('inbound h2 stream reset', { service: caller.route.sni, detail });
+      headers: forwardHeaders(headers, REQUEST_PSEUDO, caller.edits),
+      target: {
+        endpoint: caller.app,
+        pool: this.apps,
+        done: (o) => {
+          if (!o.connectFailure) return;
+          this.stats.upstreamFailures++;
+          this.log.warn('local app unreachable', { service: route.sni, target: formatHostPort(route.target) });
+        },
       },
+      onError: (message) => this.log.debug('inbound h2 stream failed', { service: route.sni, target: formatHostPort(route.target), error: message }),
     });
   }
 }

@@ -1,65 +1,63 @@
-// An upstream port for protocol http2/grpc: the app speaks h2c (prior knowledge); each of its streams goes to an endpoint over one shared mTLS HTTP/2 session.
+// An upstream port for protocol http2/grpc: the app speaks h2c (prior knowledge); each of its streams is routed like an HTTP/1.1 request and goes to an endpoint over one shared mTLS HTTP/2 session.
 //
 // Per stream, in this order:
-//   1. the cluster picks the endpoint and takes a request slot (acquire), so balancing, outlier
-//      detection and circuit breaking work per stream, as for HTTP/1 requests; no endpoint →
-//      503 / grpc-status 14 (UNAVAILABLE), flag UH; breaker full → 503 / 14, flag UO;
-//   2. the endpoint's session comes from the pool (one per endpoint, dialed once by the connector
-//      with ALPN h2 and the destination's SPIFFE ID checked; concurrent streams wait on the same
-//      dial); a failed dial → 503 / 14, flag UF;
-//   3. forwardStream carries it (h2-stream-forwarder.ts) and reports the outcome to the lease.
+//   1. the router (outbound-http-router.ts, the same chain as HTTP/1.1) matches the stream's headers
+//      against the VirtualService, applies faults, answers redirects and direct responses, picks a
+//      weighted destination and an endpoint of its cluster (subset, balancer, outlier detection,
+//      circuit breaker request slot), and says what to edit, how long to wait and how to retry; its
+//      local answers go out gRPC-style to gRPC callers (h2-local-answer.ts);
+//   2. the stream is forwarded (h2-stream-forwarder.ts) over the destination service's session pool:
+//      one session per endpoint, dialed once by the connector with ALPN h2, the service's SNI and
+//      its SPIFFE ID checked; concurrent streams wait on the same dial. Each attempt's outcome goes
+//      to its lease.
 
 import { connect as h2Connect, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
+import { SpiffeId } from '../../ca';
 import { describeError, MeshError } from '../../errors';
+import { serviceRefKey, type CompiledPolicy, type ServiceRef } from '../../policy';
 import type { Endpoint } from '../../registry';
 import type { Logger } from '../../telemetry';
-import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG } from '../circuit-breaker';
-import type { Cluster, Lease } from '../cluster';
 import type { Connector } from '../mtls-connector';
+import { OutboundHttpRouter, type UpstreamCatalog } from '../outbound-http-router';
 import type { CredentialStore, OutboundRoute } from '../proxy-config';
+import type { Decision } from '../route-decision';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
+import { applyHeadEdits, forwardHeaders, REQUEST_PSEUDO } from './h2-headers';
+import { answerStream, type H2Answer } from './h2-local-answer';
+import { H2_ROUTING } from './h2-routing';
 import { H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
-import { forwardStream, holdStream, localReply, type HeldStream } from './h2-stream-forwarder';
+import { forwardStream, holdStream, type HeldStream } from './h2-stream-forwarder';
 
-/** The listener's counters this handler keeps; the h2 ones appear in the agent's status next to the others. */
+/** Counters of this port's HTTP/2 side; the router's are next to them in the agent's status. */
 export interface H2OutboundStats {
-  connections: number;
-  noEndpoint: number;
-  connectFailures: number;
   /** mTLS HTTP/2 sessions opened to remote agents, ever. */
-  h2Sessions?: number;
-  /** Streams forwarded, ever. */
-  h2Streams?: number;
+  h2Sessions: number;
+  /** Streams the app opened, ever. */
+  h2Streams: number;
 }
 
+type H2Decision = Decision<H2Answer, H2SessionPool>;
+
 export class H2Outbound {
+  readonly stats: H2OutboundStats = { h2Sessions: 0, h2Streams: 0 };
+  readonly router: OutboundHttpRouter<IncomingHttpHeaders, H2Answer, H2SessionPool>;
   private readonly server: Http2Server;
-  private readonly pool: H2SessionPool;
+  /** One session pool per destination service: each has its own SNI and SPIFFE ID to check. */
+  private readonly pools = new Map<string, H2SessionPool>();
   private readonly downstream = new Set<ServerHttp2Session>();
 
   constructor(
     private readonly route: OutboundRoute,
-    /** The cluster streams are balanced over (looked up per stream: the agent may replace it). */
-    private readonly cluster: () => Cluster,
-    connector: Connector,
-    credentials: CredentialStore,
-    private readonly stats: H2OutboundStats,
+    clusters: Pick<UpstreamCatalog<H2SessionPool>, 'cluster'>,
+    policy: () => CompiledPolicy,
+    private readonly connector: Connector,
+    private readonly credentials: CredentialStore,
     private readonly log: Logger,
   ) {
-    stats.h2Sessions ??= 0;
-    stats.h2Streams ??= 0;
-    const { source, sni, destination } = route;
-    this.pool = new H2SessionPool(
-      async (endpoint) => {
-        const context = credentials.contextFor(source);
-        if (!context) throw new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`);
-        const socket = await connector.connect({ endpoint, context, sni, expected: destination, alpn: ['h2'] });
-        return openOverTls(socket, endpoint);
-      },
-      { generation: () => credentials.contextFor(source), onOpen: () => this.stats.h2Sessions!++ },
-    );
+    const catalog: UpstreamCatalog<H2SessionPool> = { cluster: (s, subset) => clusters.cluster(s, subset), pool: (s) => this.pool(s) };
+    this.router = new OutboundHttpRouter(route.service, policy, catalog, H2_ROUTING, Math.random, route.listen.port, route.sourceLabels);
     this.server = createServer({ settings: H2_SETTINGS });
     this.server.on('session', (session: ServerHttp2Session) => {
       this.downstream.add(session);
@@ -73,7 +71,6 @@ export class H2Outbound {
 
   /** Takes over a connection the app opened on the upstream port (it must speak HTTP/2 with prior knowledge). */
   accept(down: Socket): void {
-    this.stats.connections++;
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
     this.server.emit('connection', down);
@@ -82,56 +79,81 @@ export class H2Outbound {
 
   /** Sessions open to remote agents now. */
   get sessions(): number {
-    return this.pool.size;
+    let n = 0;
+    for (const p of this.pools.values()) n += p.size;
+    return n;
   }
 
   /** Drains: every session, both sides, is closed gracefully (streams in flight finish). */
   close(): void {
-    this.pool.close();
+    for (const p of this.pools.values()) p.close();
     for (const s of this.downstream) s.close();
   }
 
   private onStream(down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
-    this.stats.h2Streams!++;
+    this.stats.h2Streams++;
     const held = holdStream(down);
     const grpc = this.route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
-    const lease = this.cluster().acquire();
-    if (lease === undefined) {
-      this.stats.noEndpoint++;
-      localReply(down, grpc, 503, GrpcStatus.UNAVAILABLE, 'no healthy upstream', 'UH');
-      return;
-    }
-    if ('overflow' in lease) {
-      localReply(down, grpc, 503, GrpcStatus.UNAVAILABLE, 'upstream overflow', OVERFLOW_RESPONSE_FLAG, [[OVERFLOW_HEADER, lease.overflow]]);
-      return;
-    }
-    const session = this.pool.ready(lease.endpoint);
-    if (session) {
-      this.forward(held, headers, flags, session, lease, grpc);
-      return;
-    }
-    this.pool.session(lease.endpoint).then(
-      (s) => {
-        if (down.closed || down.destroyed) lease.done('cancelled');
-        else this.forward(held, headers, flags, s, lease, grpc);
-      },
-      (err: unknown) => {
-        this.stats.connectFailures++;
-        lease.done('connect-failed');
-        this.log.warn('upstream connection failed', { cluster: this.route.cluster, endpoint: `${lease.endpoint.address}:${lease.endpoint.port}`, error: describeError(err) });
-        localReply(down, grpc, 503, GrpcStatus.UNAVAILABLE, `upstream connect error: ${describeError(err)}`, 'UF');
-      },
-    );
+    const d = this.router.route(headers, down.session?.socket?.remoteAddress ?? '');
+    if (d instanceof Promise) {
+      d.then(
+        (x) => this.decided(held, headers, flags, grpc, x),
+        (err: unknown) => answerStream(down, grpc, { status: 500, grpcStatus: GrpcStatus.INTERNAL, message: `routing failed: ${describeError(err)}`, flag: 'RF' }),
+      );
+    } else this.decided(held, headers, flags, grpc, d);
   }
 
-  private forward(held: HeldStream, headers: IncomingHttpHeaders, flags: number, session: ClientHttp2Session, lease: Lease, grpc: boolean): void {
-    forwardStream(held, headers, flags, session, {
+  private decided(held: HeldStream, headers: IncomingHttpHeaders, flags: number, grpc: boolean, d: H2Decision): void {
+    const { down } = held;
+    if (d.kind === 'respond') {
+      answerStream(down, grpc, d.response);
+      return;
+    }
+    if (down.closed || down.destroyed) {
+      // Decided after the client left (a fault delay): the lease goes back as cancelled.
+      d.target.done?.({ status: 0, connectFailure: false, reset: false, timeout: false });
+      return;
+    }
+    const out = forwardHeaders(headers, REQUEST_PSEUDO);
+    if (d.edits) applyHeadEdits(out, d.edits, true);
+    const { cluster } = this.route;
+    forwardStream(held, flags, {
       grpc,
-      done: (outcome, detail) => {
-        lease.done(outcome);
-        if (outcome === 'reset') this.log.debug('h2 stream reset', { cluster: this.route.cluster, endpoint: `${lease.endpoint.address}:${lease.endpoint.port}`, detail });
-      },
+      headers: out,
+      target: d.target,
+      ...(d.responseEdits ? { responseEdits: d.responseEdits } : {}),
+      ...(d.timeoutMs ? { timeoutMs: d.timeoutMs } : {}),
+      ...(d.retry ? { retry: d.retry } : {}),
+      onError: (message) => this.log.debug('h2 stream failed', { cluster, path: String(headers[':path']), error: message }),
     });
+  }
+
+  /** The session pool of a destination service: mTLS with its SNI, checking its workload identity; a rotated certificate retires sessions. */
+  private pool(service: ServiceRef): H2SessionPool {
+    const key = serviceRefKey(service);
+    let pool = this.pools.get(key);
+    if (!pool) {
+      const { source } = this.route;
+      const { credentials, connector } = this;
+      const td = credentials.trustDomain;
+      const sni = `${service.name}.${service.namespace}.${td}`;
+      const expected = SpiffeId.workload(td, service.namespace, service.name);
+      pool = new H2SessionPool(
+        async (endpoint) => {
+          const context = credentials.contextFor(source);
+          if (!context) throw new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`);
+          try {
+            return await openOverTls(await connector.connect({ endpoint, context, sni, expected, alpn: ['h2'] }), endpoint);
+          } catch (err) {
+            this.log.warn('upstream connection failed', { cluster: key, endpoint: `${endpoint.address}:${endpoint.port}`, error: describeError(err) });
+            throw err;
+          }
+        },
+        { generation: () => credentials.contextFor(source), onOpen: () => this.stats.h2Sessions++ },
+      );
+      this.pools.set(key, pool);
+    }
+    return pool;
   }
 }
 
