@@ -3,7 +3,7 @@
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, MeshError } from '../errors';
-import { MESH_VERSION, type ServiceRef } from '../protocol';
+import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
 import { CombinedSource, ConsulRegistration, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
@@ -14,6 +14,7 @@ import type { AgentConfig } from './agent-config';
 import { CertificateManager } from './certificate-manager';
 import { systemClock, type Clock } from './clock';
 import { enrollWithToken } from './enrollment-client';
+import { MeshPolicy } from './mesh-policy';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
 
@@ -32,6 +33,8 @@ export class MeshAgent {
   private readonly outbound: OutboundListener[] = [];
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
+  /** Versions pushed by the server; in force unless a local policy file overrides them. */
+  private meshPolicy!: MeshPolicy;
   /** The service (and subset) each cluster is for (names may hold dots, so the key is not split back). */
   private readonly clusterRefs = new Map<string, { service: ServiceRef; subset: string | undefined }>();
   private admin?: AdminServer;
@@ -68,16 +71,28 @@ export class MeshAgent {
     this.certs.manage('node', nodeId);
     for (const s of config.services) this.certs.manage('workload', SpiffeId.workload(td, s.namespace, s.name), { name: s.name, namespace: s.namespace });
 
+    this.meshPolicy = new MeshPolicy({ state: this.state, trustDomain: td, roots: () => this.certs.trustBundle, now: () => this.clock.now(), log: this.log });
+    const cachedPolicy = this.meshPolicy.loadCached();
     const server = config.server ?? this.enrollment.server;
     this.connection = new ServerConnection(
       server,
       td,
       () => ({ ...this.certs.material(nodeId)!, roots: this.certs.trustBundle }),
-      () => ({ nodeName: config.nodeName, address: config.address, services: this.serviceRefs(), version: MESH_VERSION }),
+      () => ({
+        nodeName: config.nodeName,
+        address: config.address,
+        services: this.serviceRefs(),
+        upstreams: this.upstreamRefs(),
+        version: MESH_VERSION,
+        protocol: CHANNEL_PROTOCOL,
+        ...(this.meshPolicy.holding ? { policy: this.meshPolicy.holding } : {}),
+        policyOverride: config.policyFile !== undefined,
+      }),
       this.clock,
       this.log,
     );
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
+    this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
     this.connection.start();
 
@@ -90,8 +105,14 @@ export class MeshAgent {
       sources.push(this.consul);
     }
     this.discovery = sources.length > 1 ? new CombinedSource(sources) : sources[0];
-    // A policy file that is wrong at start is an error to fix, not something to run without.
-    if (config.policyFile) this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
+    // A policy file that is wrong at start is an error to fix, not something to run without. When set, it is
+    // in force instead of the mesh policy (policyFile in docs/configuration.md says why).
+    if (config.policyFile) {
+      this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
+      this.log.warn('the local policy file overrides the mesh policy: versions from the server are verified and cached, not applied', { file: config.policyFile });
+    } else if (cachedPolicy) {
+      this.applyPolicy(cachedPolicy);
+    }
     await this.startProxy(td);
     this.admin = new AdminServer(
       {
@@ -189,6 +210,30 @@ export class MeshAgent {
 
   private serviceRefs(): ServiceRef[] {
     return this.config.services.map((s) => ({ name: s.name, namespace: s.namespace }));
+  }
+
+  /** Each service the node's apps call, once. */
+  private upstreamRefs(): ServiceRef[] {
+    const refs = new Map<string, ServiceRef>();
+    for (const s of this.config.services) for (const u of s.upstreams) refs.set(`${u.namespace}/${u.service}`, { name: u.service, namespace: u.namespace });
+    return [...refs.values()];
+  }
+
+  /** A version pushed by the server: verified, compiled and cached, applied unless the policy file overrides it; ACK or NACK. */
+  private receivePolicy(msg: PolicyMessage): void {
+    const override = this.config.policyFile !== undefined;
+    try {
+      const compiled = this.meshPolicy.accept(msg);
+      if (override) this.log.warn('mesh policy version held, not applied: the local policy file overrides it', { version: msg.version, file: this.config.policyFile });
+      else this.applyPolicy(compiled);
+      this.log.info('mesh policy version accepted', { version: msg.version, documents: compiled.documents.length, delta: msg.base !== undefined });
+      this.connection?.send({ type: 'policy-ack', version: msg.version, digest: msg.digest, override });
+    } catch (err) {
+      const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', describeError(err));
+      this.log.error('mesh policy version refused, keeping the last good one', { version: msg.version, error: describeError(e) });
+      const holding = this.meshPolicy.holding;
+      this.connection?.send({ type: 'policy-nack', version: msg.version, code: e.code, message: e.message.slice(0, 8000), ...(holding ? { holding } : {}) });
+    }
   }
 
   private async startProxy(td: string): Promise<void> {
@@ -332,6 +377,13 @@ export class MeshAgent {
         stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
       })),
       inboundStats: this.inbound?.stats,
+      policy: {
+        inForce: this.config.policyFile ? 'file' : this.meshPolicy.holding ? 'mesh' : 'defaults',
+        file: this.config.policyFile ?? null,
+        meshVersion: this.meshPolicy.holding?.version ?? null,
+        meshDigest: this.meshPolicy.holding?.digest ?? null,
+        lastRefusal: this.meshPolicy.lastRefusal ?? null,
+      },
       // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
       consul: this.consul?.status() ?? null,
     };
@@ -342,7 +394,11 @@ export class MeshAgent {
       config: this.config,
       bound: this.bound,
       clusters: [...this.clusters.values()].map((c) => c.snapshot()),
-      policy: { file: this.config.policyFile ?? null, documents: this.policy.documents.map((d) => `${d.kind} ${d.metadata.namespace}/${d.metadata.name}`) },
+      policy: {
+        file: this.config.policyFile ?? null,
+        meshVersion: this.meshPolicy.holding?.version ?? null,
+        documents: this.policy.documents.map((d) => `${d.kind} ${d.metadata.namespace}/${d.metadata.name}`),
+      },
     };
   }
 }

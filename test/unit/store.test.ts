@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import { CertificateAuthority, hashTokenSecret, newTokenCredentials, parseJoinToken } from '../../src/ca';
 import { isMeshError, type MeshErrorCode } from '../../src/errors';
 import { createAdminHandler } from '../../src/server/admin-api';
+import { PolicyService } from '../../src/server/policy-service';
 import { MIGRATIONS, Store, type Migration } from '../../src/store';
 import { silentLogger } from '../../src/telemetry';
 
@@ -155,6 +156,7 @@ describe('join tokens in the store', () => {
       createAdminHandler({
         store,
         ca,
+        policy: new PolicyService({ store, connected: () => new Map(), committed: () => {}, now: Date.now, log: silentLogger }),
         adminToken: 'admin-secret',
         advertise: '127.0.0.1:15010',
         listen: '127.0.0.1:15010',
