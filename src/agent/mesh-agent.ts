@@ -3,7 +3,7 @@
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, MeshError } from '../errors';
-import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef } from '../protocol';
+import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
 import { CombinedSource, ConsulRegistration, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
@@ -208,8 +208,8 @@ export class MeshAgent {
     return e;
   }
 
-  private serviceRefs(): ServiceRef[] {
-    return this.config.services.map((s) => ({ name: s.name, namespace: s.namespace }));
+  private serviceRefs(): WorkloadRef[] {
+    return this.config.services.map((s) => ({ name: s.name, namespace: s.namespace, labels: s.labels }));
   }
 
   /** Each service the node's apps call, once. */

@@ -10,17 +10,18 @@ import { sameService, type ServiceRef } from './hosts';
  */
 const ROOT_NAMESPACE = 'mesh-system';
 
-/** The labels a mesh workload carries for `selector.matchLabels`: `app: <service>`, as Istio workloads do. */
-function workloadLabels(service: ServiceRef): Readonly<Record<string, string>> {
-  return { app: service.name };
+/** A workload: its service and its labels (the agent config's `services[].labels`, with `app: <service>` implied). */
+export interface Workload {
+  readonly service: ServiceRef;
+  readonly labels: Readonly<Record<string, string>>;
 }
 
 /** What one document touches. */
 export interface DocumentReach {
   /** Services whose callers it changes (VirtualService, DestinationRule and ServiceEntry hosts). */
   readonly upstreams: readonly ServiceRef[];
-  /** Whether it applies to a workload running `service` (PeerAuthentication, AuthorizationPolicy). */
-  selects(service: ServiceRef): boolean;
+  /** Whether it applies to a workload (PeerAuthentication, AuthorizationPolicy). */
+  selects(workload: Workload): boolean;
 }
 
 /** The reach of `document`, with hosts resolved knowing the ServiceEntries of `all` (the policy it belongs to). */
@@ -38,11 +39,9 @@ export function documentReach(document: PolicyDocument, all: readonly PolicyDocu
       const match = document.spec.selector?.matchLabels;
       return {
         upstreams: [],
-        selects: (service) => {
+        selects: ({ service, labels }) => {
           if (ns !== ROOT_NAMESPACE && service.namespace !== ns) return false;
-          if (!match) return true;
-          const labels = workloadLabels(service);
-          return Object.entries(match).every(([k, v]) => labels[k] === v);
+          return !match || Object.entries(match).every(([k, v]) => labels[k] === v);
         },
       };
     }
@@ -50,6 +49,6 @@ export function documentReach(document: PolicyDocument, all: readonly PolicyDocu
 }
 
 /** True when a node running `services` and calling `upstreams` is concerned by any of `reaches`. */
-export function reachesNode(reaches: readonly DocumentReach[], node: { services: readonly ServiceRef[]; upstreams: readonly ServiceRef[] }): boolean {
+export function reachesNode(reaches: readonly DocumentReach[], node: { services: readonly Workload[]; upstreams: readonly ServiceRef[] }): boolean {
   return reaches.some((r) => node.services.some((s) => r.selects(s)) || r.upstreams.some((u) => node.upstreams.some((x) => sameService(u, x))));
 }

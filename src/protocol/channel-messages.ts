@@ -16,12 +16,18 @@ export interface ServiceRef {
   readonly namespace: string;
 }
 
+/** A local service with its workload labels (what policy selectors match). */
+export interface WorkloadRef extends ServiceRef {
+  /** @default {} (older agents send none) */
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 /** What an agent says when it connects. */
 export interface HelloMessage {
   readonly type: 'hello';
   readonly nodeName: string;
   readonly address: string;
-  readonly services: readonly ServiceRef[];
+  readonly services: readonly WorkloadRef[];
   /** The services its local apps call (explicit upstreams). @default [] */
   readonly upstreams: readonly ServiceRef[];
   /** mesh-agent's version. */
@@ -108,6 +114,20 @@ function service(v: unknown, what: string): ServiceRef {
   return { name, namespace };
 }
 
+function labels(v: unknown, what: string): Record<string, string> {
+  if (v === undefined) return {};
+  const o = obj(v, what);
+  const entries = Object.entries(o);
+  if (entries.length > 64 || !entries.every(([k, x]) => k.length <= 317 && typeof x === 'string' && x.length <= 63)) {
+    throw bad(`${what} must map at most 64 label names to strings of at most 63 characters`);
+  }
+  return o as Record<string, string>;
+}
+
+function workload(v: unknown, what: string): WorkloadRef {
+  return { ...service(v, what), labels: labels((v as Record<string, unknown>).labels, `${what}.labels`) };
+}
+
 function list<T>(o: Record<string, unknown>, key: string, what: string, item: (v: unknown, at: string) => T, optional = false): T[] {
   const v = o[key];
   if (v === undefined && optional) return [];
@@ -160,7 +180,7 @@ export function parseAgentMessage(text: string): AgentMessage {
         type: 'hello',
         nodeName: str(o, 'nodeName', 'hello', 253),
         address: typeof o.address === 'string' ? o.address : '',
-        services: o.services.map((s, i) => service(s, `hello.services[${i}]`)),
+        services: o.services.map((s, i) => workload(s, `hello.services[${i}]`)),
         upstreams: list(o, 'upstreams', 'hello', service, true),
         version: typeof o.version === 'string' ? o.version : 'unknown',
         protocol: o.protocol === undefined ? 1 : count(o, 'protocol', 'hello', 1),

@@ -103,7 +103,12 @@ export class AgentChannel {
       case 'hello': {
         session.services = msg.services;
         const refs = (list: readonly ServiceRef[]): string[] => list.map((s) => `${s.namespace}/${s.name}`);
-        this.deps.store.agents.touch(session.agentId, now, { address: msg.address || address, services: refs(msg.services), upstreams: refs(msg.upstreams) });
+        this.deps.store.agents.touch(session.agentId, now, {
+          address: msg.address || address,
+          services: refs(msg.services),
+          serviceLabels: Object.fromEntries(msg.services.map((s) => [`${s.namespace}/${s.name}`, s.labels])),
+          upstreams: refs(msg.upstreams),
+        });
         // Agents of protocol 1 know nothing of policy messages; they keep whatever they run.
         if (msg.protocol >= 2) {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);

@@ -215,7 +215,11 @@ export class PolicyService {
       });
     return this.deps.store.agents
       .list()
-      .filter((a) => reachesNode(reaches, { services: refs(a.services), upstreams: refs(a.upstreams) }))
+      .filter((a) => {
+        // Agents of protocol 1 report no labels: their workloads have the implied `app: <service>` only.
+        const services = refs(a.services).map((service) => ({ service, labels: a.serviceLabels[`${service.namespace}/${service.name}`] ?? { app: service.name } }));
+        return reachesNode(reaches, { services, upstreams: refs(a.upstreams) });
+      })
       .map((a) => ({ id: a.id, nodeName: a.nodeName, connected: connected.has(a.id) }));
   }
 

@@ -11,6 +11,8 @@ export interface AgentRow {
   readonly joinTokenId: string | null;
   readonly lastSeenAt: number | null;
   readonly services: readonly string[];
+  /** Each service's workload labels, by `<namespace>/<service>`, from the last hello. */
+  readonly serviceLabels: Readonly<Record<string, Readonly<Record<string, string>>>>;
   /** `<namespace>/<service>` of each service its apps call, from the last hello. */
   readonly upstreams: readonly string[];
   /** The mesh policy version it last reported holding (hello or ACK); null before any. */
@@ -29,6 +31,7 @@ interface RawRow {
   join_token_id: string | null;
   last_seen_at: number | null;
   services_json: string;
+  service_labels_json: string;
   upstreams_json: string;
   policy_version: number | null;
   policy_override: number;
@@ -45,6 +48,7 @@ const toRow = (r: RawRow): AgentRow => ({
   joinTokenId: r.join_token_id,
   lastSeenAt: r.last_seen_at,
   services: JSON.parse(r.services_json) as string[],
+  serviceLabels: JSON.parse(r.service_labels_json) as Record<string, Record<string, string>>,
   upstreams: JSON.parse(r.upstreams_json) as string[],
   policyVersion: r.policy_version,
   policyOverride: r.policy_override === 1,
@@ -72,11 +76,12 @@ export class AgentRepository {
   }
 
   /** Records contact from an agent, with what it reported. */
-  touch(id: string, at: number, report?: { address?: string; services?: readonly string[]; upstreams?: readonly string[] }): void {
+  touch(id: string, at: number, report?: { address?: string; services?: readonly string[]; serviceLabels?: AgentRow['serviceLabels']; upstreams?: readonly string[] }): void {
     this.db.transaction(() => {
       this.db.prepare('UPDATE agents SET last_seen_at = ? WHERE id = ?').run(at, id);
       if (report?.address !== undefined) this.db.prepare('UPDATE agents SET address = ? WHERE id = ?').run(report.address, id);
       if (report?.services !== undefined) this.db.prepare('UPDATE agents SET services_json = ? WHERE id = ?').run(JSON.stringify(report.services), id);
+      if (report?.serviceLabels !== undefined) this.db.prepare('UPDATE agents SET service_labels_json = ? WHERE id = ?').run(JSON.stringify(report.serviceLabels), id);
       if (report?.upstreams !== undefined) this.db.prepare('UPDATE agents SET upstreams_json = ? WHERE id = ?').run(JSON.stringify(report.upstreams), id);
     })();
   }

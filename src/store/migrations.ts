@@ -59,7 +59,7 @@ export const MIGRATIONS: readonly Migration[] = [
   },
   {
     version: 2,
-    name: 'policy versions, documents, changes and signer; agents\' upstreams and policy state',
+    name: 'policy versions, documents, changes and signer; agents\' labels, upstreams and policy state',
     sql: `
       CREATE TABLE policy_versions (
         version       INTEGER PRIMARY KEY,
@@ -97,6 +97,7 @@ export const MIGRATIONS: readonly Migration[] = [
         cert_pem      TEXT    NOT NULL,
         key_pem       TEXT    NOT NULL
       );
+      ALTER TABLE agents ADD COLUMN service_labels_json TEXT NOT NULL DEFAULT '{}';
       ALTER TABLE agents ADD COLUMN upstreams_json TEXT NOT NULL DEFAULT '[]';
       ALTER TABLE agents ADD COLUMN policy_version INTEGER;
       ALTER TABLE agents ADD COLUMN policy_override INTEGER NOT NULL DEFAULT 0;

@@ -191,12 +191,12 @@ describe('policy versions in the store', () => {
 
   test('a dry run stores nothing and names the agents the change reaches (selected services, callers of changed ones)', () => {
     const h = harness();
-    const agent = (id: string, node: string, services: string[], upstreams: string[]): void => {
+    const agent = (id: string, node: string, services: string[], upstreams: string[], serviceLabels?: Record<string, Record<string, string>>): void => {
       h.store.agents.insert({ id, nodeName: node, address: '10.0.0.1', enrolledAt: 1, joinTokenId: null });
-      h.store.agents.touch(id, 2, { services, upstreams });
+      h.store.agents.touch(id, 2, { services, upstreams, ...(serviceLabels ? { serviceLabels } : {}) });
     };
     agent('aaaaaaaaaaaaaaaa', 'web-node', ['default/web'], ['default/reviews']);
-    agent('bbbbbbbbbbbbbbbb', 'reviews-node', ['default/reviews'], []);
+    agent('bbbbbbbbbbbbbbbb', 'reviews-node', ['default/reviews'], [], { 'default/reviews': { app: 'reviews', version: 'v2' } });
     agent('cccccccccccccccc', 'shop-node', ['shop/cart'], ['default/ratings']);
     const before = snapshot(h.file);
     const routes = h.service.apply([file('vs.yaml', vs('reviews', 'reviews'))], 'admin', true);
@@ -209,6 +209,12 @@ describe('policy versions in the store', () => {
       authz.agents.map((a) => a.nodeName),
       ['reviews-node'],
       'the node running the selected workload',
+    );
+    const byVersion = h.service.apply([{ name: 'ap.yaml', text: ap('v2-only', 'reviews').replace('app: reviews', 'version: v2') }], 'admin', true);
+    assert.deepEqual(
+      byVersion.agents.map((a) => a.nodeName),
+      ['reviews-node'],
+      'selectors match the labels the agent reported for its workload',
     );
     const namespaceWide = h.service.apply([file('ap.yaml', ap('shop-all', undefined, 'shop'))], 'admin', true);
     assert.deepEqual(
