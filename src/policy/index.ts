@@ -3,7 +3,7 @@
 export { parsePolicyText, readPolicyFile, POLICY_KINDS, type PolicyDocument, type PolicyKind } from './documents';
 export { compilePolicy, type CompiledPolicy } from './compile';
 export { documentSlices, parsePolicySources, withFieldLines, type SourcedDocument } from './document-sources';
-export { documentReach, reachesNode, type DocumentReach, type Workload } from './policy-reach';
+export { documentReach, reachesNode, type DocumentReach } from './policy-reach';
 export { matchRoute, matchTcpRoute, pickWeighted, rewritePath, redirectLocation, type RouteRequest, type RouteConnection } from './route-match';
 export {
   DEFAULT_RETRY_POLICY,

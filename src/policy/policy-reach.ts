@@ -3,24 +3,13 @@
 import type { PolicyDocument } from './documents';
 import { hostResolver } from './policy-set';
 import { sameService, type ServiceRef } from './hosts';
-
-/**
- * The namespace whose PeerAuthentication / AuthorizationPolicy without a selector apply to the whole mesh
- * (Istio's `istio-system`).
- */
-const ROOT_NAMESPACE = 'mesh-system';
-
-/** A workload: its service and its labels (the agent config's `services[].labels`, with `app: <service>` implied). */
-export interface Workload {
-  readonly service: ServiceRef;
-  readonly labels: Readonly<Record<string, string>>;
-}
+import { ROOT_NAMESPACE, selectorMatches, type Workload } from './workload';
 
 /** What one document touches. */
 export interface DocumentReach {
   /** Services whose callers it changes (VirtualService, DestinationRule and ServiceEntry hosts). */
   readonly upstreams: readonly ServiceRef[];
-  /** Whether it applies to a workload (PeerAuthentication, AuthorizationPolicy). */
+  /** Whether it applies to a workload (PeerAuthentication, AuthorizationPolicy), scoped as src/policy/authz.ts and peer-auth-mode.ts scope them. */
   selects(workload: Workload): boolean;
 }
 
@@ -34,21 +23,18 @@ export function documentReach(document: PolicyDocument, all: readonly PolicyDocu
       return { upstreams: document.spec.hosts.map((h) => resolve(h, ns)), selects: () => false };
     case 'DestinationRule':
       return { upstreams: [resolve(document.spec.host, ns)], selects: () => false };
-    case 'PeerAuthentication':
-    case 'AuthorizationPolicy': {
-      const match = document.spec.selector?.matchLabels;
-      return {
-        upstreams: [],
-        selects: ({ service, labels }) => {
-          if (ns !== ROOT_NAMESPACE && service.namespace !== ns) return false;
-          return !match || Object.entries(match).every(([k, v]) => labels[k] === v);
-        },
-      };
+    case 'AuthorizationPolicy':
+      // In the root namespace: every namespace, with or without a selector.
+      return { upstreams: [], selects: (w) => (w.namespace === ns || ns === ROOT_NAMESPACE) && selectorMatches(document.spec.selector, w.labels) };
+    case 'PeerAuthentication': {
+      // A selector selects in its own namespace only; without one, the namespace, or the mesh from the root namespace.
+      const selector = document.spec.selector;
+      return { upstreams: [], selects: (w) => (selector ? w.namespace === ns && selectorMatches(selector, w.labels) : w.namespace === ns || ns === ROOT_NAMESPACE) };
     }
   }
 }
 
-/** True when a node running `services` and calling `upstreams` is concerned by any of `reaches`. */
-export function reachesNode(reaches: readonly DocumentReach[], node: { services: readonly Workload[]; upstreams: readonly ServiceRef[] }): boolean {
-  return reaches.some((r) => node.services.some((s) => r.selects(s)) || r.upstreams.some((u) => node.upstreams.some((x) => sameService(u, x))));
+/** True when a node running `workloads` and calling `upstreams` is concerned by any of `reaches`. */
+export function reachesNode(reaches: readonly DocumentReach[], node: { workloads: readonly Workload[]; upstreams: readonly ServiceRef[] }): boolean {
+  return reaches.some((r) => node.workloads.some((w) => r.selects(w)) || r.upstreams.some((u) => node.upstreams.some((x) => sameService(u, x))));
 }

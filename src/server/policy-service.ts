@@ -9,6 +9,7 @@ import {
   reachesNode,
   throwIfProblems,
   withFieldLines,
+  workloadOf,
   type CompiledPolicy,
   type DocumentReach,
   type PolicyDocument,
@@ -217,8 +218,8 @@ export class PolicyService {
       .list()
       .filter((a) => {
         // Agents of protocol 1 report no labels: their workloads have the implied `app: <service>` only.
-        const services = refs(a.services).map((service) => ({ service, labels: a.serviceLabels[`${service.namespace}/${service.name}`] ?? { app: service.name } }));
-        return reachesNode(reaches, { services, upstreams: refs(a.upstreams) });
+        const workloads = refs(a.services).map((s) => workloadOf(s.name, s.namespace, a.serviceLabels[`${s.namespace}/${s.name}`]));
+        return reachesNode(reaches, { workloads, upstreams: refs(a.upstreams) });
       })
       .map((a) => ({ id: a.id, nodeName: a.nodeName, connected: connected.has(a.id) }));
   }
