@@ -1,11 +1,11 @@
-// The agent's admin port (loopback): /ready for health checks, /status and /config_dump behind the admin token.
+// The agent's admin port (loopback): /ready for health checks; /status, /config_dump and /metrics behind the admin token.
 
 import { timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { formatHostPort, type HostPort } from '../config';
 import { MeshError } from '../errors';
 import { requireBearer, sendError, sendJson } from '../protocol';
-import type { Logger } from '../telemetry';
+import { PROMETHEUS_CONTENT_TYPE, type Logger } from '../telemetry';
 
 /** What the admin port shows. */
 export interface AdminSources {
@@ -14,6 +14,8 @@ export interface AdminSources {
   notReady(): string[];
   status(): unknown;
   configDump(): unknown;
+  /** Prometheus text exposition format 0.0.4. */
+  metrics(): string;
 }
 
 const equal = (a: string, b: string): boolean => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
@@ -40,7 +42,11 @@ export class AdminServer {
         requireBearer(req, this.sources.token, equal);
         if (path === '/status') sendJson(res, 200, this.sources.status());
         else if (path === '/config_dump') sendJson(res, 200, this.sources.configDump());
-        else throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${path} (try /ready, /status, /config_dump)`);
+        else if (path === '/metrics') {
+          const text = this.sources.metrics();
+          res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+          res.end(text);
+        } else throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${path} (try /ready, /status, /config_dump, /metrics)`);
       } catch (err) {
         sendError(res, err);
       }

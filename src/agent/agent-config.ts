@@ -3,10 +3,10 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
-import type { ConsulSettingsInput } from '../registry';
+import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 
-export type ServiceProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
+export type ServiceProtocol = MeshProtocol;
 
 /** An upstream a local service calls: a local port that leads to a remote service. */
 export interface UpstreamConfig {
@@ -16,6 +16,15 @@ export interface UpstreamConfig {
   /** http: requests are parsed, routed and balanced one by one over pooled connections; tcp: bytes. @default tcp */
   readonly protocol: ServiceProtocol;
 }
+
+/** The Consul check registered with a service (consul.registerServices); one kind. */
+export type ServiceCheckConfig =
+  /** The Consul agent GETs `path` on the service's target every interval. */
+  | { readonly http: string; readonly intervalMs: number; readonly timeoutMs: number }
+  /** The Consul agent connects to the service's target every interval. */
+  | { readonly tcp: true; readonly intervalMs: number; readonly timeoutMs: number }
+  /** The mesh agent probes the target over TCP every ttl/3 and reports pass or fail. */
+  | { readonly ttlMs: number };
 
 /** A service running on this node. */
 export interface LocalServiceConfig {
@@ -27,12 +36,21 @@ export interface LocalServiceConfig {
   /** The workload's labels, for VirtualService `match.sourceLabels` and policy selectors (`selector.matchLabels`); `app: <name>` unless set. */
   readonly labels: Readonly<Record<string, string>>;
   readonly upstreams: readonly UpstreamConfig[];
+  /** Consul tags and meta of its registration (consul.registerServices). @default [] / {} */
+  readonly tags: readonly string[];
+  readonly meta: Readonly<Record<string, string>>;
+  /** Its Consul check; a TCP check on the target when absent. */
+  readonly check: ServiceCheckConfig | undefined;
 }
 
 /** The `consul` block: connection (as the CONSUL_* variables; unset fields come from them) and how to watch. */
 export interface ConsulDiscoveryConfig extends ConsulSettingsInput {
   /** Register the node's mesh services too (the agent always registers itself as `mesh-agent`). @default false */
   readonly registerServices: boolean;
+  /** Take the node's services from the local Consul agent (/v1/agent/services): those tagged `mesh` or with meta mesh-enabled=true. @default false */
+  readonly localServices: boolean;
+  /** Time between two anti-entropy passes that register again what Consul forgot. @default 30000 */
+  readonly resyncIntervalMs: number;
   /** Allow stale reads from any Consul server. @default false */
   readonly stale: boolean;
   /** Blocking query wait. @default 60000 */
@@ -83,9 +101,6 @@ export const AGENT_DEFAULTS = {
   protocol: 'tcp' as ServiceProtocol,
 } as const;
 
-/** What services and upstreams may declare; http2 and grpc speak prior-knowledge h2c to the app and h2 (ALPN) between agents. */
-const SERVICE_PROTOCOLS = ['http', 'http2', 'grpc', 'tcp'] as const;
-
 const NAME_HINT = 'lower-case letters, digits and "-", at most 63 characters, such as "web" or "billing-api"';
 
 /**
@@ -122,19 +137,86 @@ function readService(s: FieldReader): LocalServiceConfig {
   const namespace = s.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
   const port = s.port('port', 0, { required: true });
   const host = s.string('address', '127.0.0.1');
-  const protocol = s.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
+  const protocol = s.oneOf('protocol', MESH_PROTOCOLS, AGENT_DEFAULTS.protocol);
   const labels = { app: name, ...readLabels(s) };
   const upstreams = s.list('upstreams').map((u) => {
     const service = u.string('service', '', { required: true, pattern: NAME_PATTERN, hint: NAME_HINT });
     const ns = u.string('namespace', AGENT_DEFAULTS.namespace, { pattern: NAME_PATTERN, hint: NAME_HINT });
     const uport = u.port('port', 0, { required: true });
     const bind = u.string('bind', '127.0.0.1');
-    const uprotocol = u.oneOf('protocol', SERVICE_PROTOCOLS, AGENT_DEFAULTS.protocol);
+    const uprotocol = u.oneOf('protocol', MESH_PROTOCOLS, AGENT_DEFAULTS.protocol);
     u.done();
     return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
   });
+  const tags = readTags(s);
+  const meta = readMeta(s);
+  const check = s.has('check') ? readCheck(s.object('check')) : undefined;
   s.done();
-  return { name, namespace, target: { host, port }, protocol, labels, upstreams };
+  return { name, namespace, target: { host, port }, protocol, labels, upstreams, tags, meta, check };
+}
+
+function readTags(s: FieldReader): string[] {
+  if (!s.has('tags')) return [];
+  const raw = s.raw('tags');
+  if (!Array.isArray(raw)) {
+    s.fail('tags', 'must be a list of strings, such as [v1, primary]');
+    return [];
+  }
+  return raw.flatMap((t, i) => {
+    if ((typeof t !== 'string' && typeof t !== 'number') || String(t) === '') {
+      s.problems.add([...s.path, 'tags', i], 'must be a non-empty string');
+      return [];
+    }
+    return [String(t)];
+  });
+}
+
+/** Consul's rules for service meta (structs.ValidateServiceMetadata), plus the keys the agent sets itself. */
+const META_KEY = /^[a-zA-Z0-9_-]+$/;
+const AGENT_META = new Set([MESH_INBOUND_PORT_META, MESH_NAMESPACE_META]);
+
+function readMeta(s: FieldReader): Record<string, string> {
+  if (!s.has('meta')) return {};
+  const raw = s.raw('meta');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    s.fail('meta', 'must be a mapping of key: "value"');
+    return {};
+  }
+  const entries = Object.entries(raw as Record<string, unknown>);
+  if (entries.length > 64) s.fail('meta', `has ${entries.length} keys; Consul allows at most 64`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of entries) {
+    const at = [...s.path, 'meta', k];
+    if (!META_KEY.test(k) || k.length > 128) s.problems.add(at, 'a meta key is letters, digits, "_" and "-", at most 128 characters');
+    else if (k.startsWith('consul-')) s.problems.add(at, 'the prefix "consul-" is reserved by Consul');
+    else if (AGENT_META.has(k)) s.problems.add(at, `${k} is set by the agent itself`);
+    else if ((typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') || String(v).length > 512) s.problems.add(at, 'a meta value is a string of at most 512 characters');
+    else out[k] = String(v);
+  }
+  return out;
+}
+
+const CHECK_DEFAULTS = { intervalMs: 10_000, timeoutMs: 2_000 } as const;
+
+function readCheck(c: FieldReader): ServiceCheckConfig | undefined {
+  const kinds = (['http', 'tcp', 'ttl'] as const).filter((k) => c.has(k));
+  const interval = c.duration('interval', CHECK_DEFAULTS.intervalMs, { min: 1000 });
+  const timeout = c.duration('timeout', CHECK_DEFAULTS.timeoutMs, { min: 1000 });
+  let out: ServiceCheckConfig | undefined;
+  if (kinds.length !== 1) {
+    c.problems.add(c.path, kinds.length === 0 ? 'needs one of http (a path such as "/health"), tcp (true) or ttl (a duration)' : `has ${kinds.join(' and ')}; give exactly one of http, tcp or ttl`);
+  } else if (kinds[0] === 'http') {
+    const path = c.string('http', '/', { pattern: /^\/\S*$/, hint: 'a path on the service\'s app starting with "/", such as "/health"' });
+    out = { http: path, intervalMs: interval, timeoutMs: timeout };
+  } else if (kinds[0] === 'tcp') {
+    if (c.boolean('tcp', true) !== true) c.fail('tcp', 'must be true (leave the check out for the default TCP check)');
+    out = { tcp: true, intervalMs: interval, timeoutMs: timeout };
+  } else {
+    out = { ttlMs: c.duration('ttl', 30_000, { min: 3000 }) };
+    for (const k of ['interval', 'timeout']) if (c.has(k)) c.fail(k, 'applies to http and tcp checks; a ttl check is kept by the agent every ttl/3');
+  }
+  c.done();
+  return out;
 }
 
 /** Kubernetes-style label keys (optionally `prefix/`), values of at most 63 letters, digits, "-", "_" and ".". */
@@ -193,6 +275,8 @@ function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscover
     ...opt('tlsServerName'),
     ...opt('datacenter'),
     registerServices: c.boolean('registerServices', false),
+    localServices: c.boolean('localServices', false),
+    resyncIntervalMs: c.duration('resyncInterval', 30_000, { min: 1000 }),
     stale: c.boolean('stale', false),
     waitMs: c.duration('wait', 60_000, { min: 1000 }),
     minIntervalMs: c.duration('minInterval', 250),

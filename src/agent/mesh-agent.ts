@@ -2,21 +2,26 @@
 
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
-import { describeError, MeshError } from '../errors';
+import { describeError, isMeshError, MeshError } from '../errors';
 import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
-import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute, type OutboundRoute } from '../proxy';
-import { CombinedSource, ConsulRegistration, ConsulSource, serviceKeyString, StaticFileSource, type DiscoverySource } from '../registry';
+import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
+import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
 import type { AgentConfig } from './agent-config';
+import { AgentMetrics } from './agent-metrics';
 import { CertificateManager } from './certificate-manager';
 import { systemClock, type Clock } from './clock';
+import { planReload } from './config-reload';
+import { ConsulLink, registrationsFor, unusedRegistrationFields } from './consul-link';
 import { enrollWithToken } from './enrollment-client';
+import { diffServices, mergeLocalServices, noChanges, serviceKey, upstreamKey, type ActiveService, type ServiceChanges } from './local-services';
 import { MeshPolicy } from './mesh-policy';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
+import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
 
 /** How often the agent reports its certificates to the server. */
 const REPORT_INTERVAL_MS = 30_000;
@@ -26,31 +31,50 @@ export class MeshAgent {
   private enrollment!: Enrollment;
   private certs!: CertificateManager;
   private connection?: ServerConnection;
+  /** The config in force: the one started with, then each accepted reload. */
+  private current: AgentConfig;
+  private fileSource?: StaticFileSource;
+  private consul?: ConsulLink;
   private discovery?: DiscoverySource;
-  private consul?: ConsulSource;
-  private registration?: ConsulRegistration;
+  /** Stops the discovery watch of each cluster (to re-watch when the sources change). */
+  private readonly unwatch = new Map<string, () => void>();
   private inbound?: InboundListener;
-  private readonly outbound: OutboundListener[] = [];
+  private upstreams?: UpstreamListeners;
+  private readonly connector = new MtlsConnector();
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
   /** Versions pushed by the server; in force unless a local policy file overrides them. */
   private meshPolicy!: MeshPolicy;
   /** The service (and subset) each cluster is for (names may hold dots, so the key is not split back). */
   private readonly clusterRefs = new Map<string, { service: ServiceRef; subset: string | undefined }>();
+  /** The services running now (config and Consul), and the last opted-in set the local Consul agent listed. */
+  private active: readonly ActiveService[] = [];
+  private consulServices: readonly ConsulLocalService[] = [];
+  /** Reloads and service-set changes run one at a time. */
+  private chain: Promise<unknown> = Promise.resolve();
+  private closing = false;
+  readonly metrics: AgentMetrics;
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
-  private bound: { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } = { upstreams: {} };
+  private bound: { inbound?: HostPort; admin?: HostPort } = {};
   private readonly log: Logger;
   private readonly clock: Clock;
   private markReady!: () => void;
   private readonly readyPromise = new Promise<void>((r) => (this.markReady = r));
 
   constructor(
-    readonly config: AgentConfig,
+    config: AgentConfig,
     private readonly opts: { joinToken?: string; log?: Logger; clock?: Clock } = {},
   ) {
+    this.current = config;
     this.log = opts.log ?? silentLogger;
     this.clock = opts.clock ?? systemClock;
+    this.metrics = new AgentMetrics({ consulWatches: () => this.consul?.source.status() ?? [], clusters: () => this.clusters.values(), now: () => this.clock.now() });
+  }
+
+  /** The configuration in force. */
+  get config(): AgentConfig {
+    return this.current;
   }
 
   /**
@@ -69,7 +93,6 @@ export class MeshAgent {
     const nodeId = SpiffeId.agent(td, this.enrollment.agentId);
     this.certs = new CertificateManager(this.state, td, roots, (kind, csr, svc) => this.connection!.sign(kind, csr, svc), this.clock, this.log);
     this.certs.manage('node', nodeId);
-    for (const s of config.services) this.certs.manage('workload', SpiffeId.workload(td, s.namespace, s.name), { name: s.name, namespace: s.namespace });
 
     this.meshPolicy = new MeshPolicy({ state: this.state, trustDomain: td, roots: () => this.certs.trustBundle, now: () => this.clock.now(), log: this.log });
     const cachedPolicy = this.meshPolicy.loadCached();
@@ -78,15 +101,16 @@ export class MeshAgent {
       server,
       td,
       () => ({ ...this.certs.material(nodeId)!, roots: this.certs.trustBundle }),
+      // Sent on every connect and again whenever the service set changes: the server signs only what it lists.
       () => ({
-        nodeName: config.nodeName,
-        address: config.address,
+        nodeName: this.config.nodeName,
+        address: this.config.address,
         services: this.serviceRefs(),
         upstreams: this.upstreamRefs(),
         version: MESH_VERSION,
         protocol: CHANNEL_PROTOCOL,
         ...(this.meshPolicy.holding ? { policy: this.meshPolicy.holding } : {}),
-        policyOverride: config.policyFile !== undefined,
+        policyOverride: this.config.policyFile !== undefined,
       }),
       this.clock,
       this.log,
@@ -94,17 +118,11 @@ export class MeshAgent {
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
     this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
-    this.connection.start();
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
-    const sources: DiscoverySource[] = [];
-    if (config.endpointsFile) sources.push(new StaticFileSource(config.endpointsFile, { log: this.log }));
-    if (config.consul) {
-      const { stale, waitMs, minIntervalMs, registerServices: _r, ...consul } = config.consul;
-      this.consul = new ConsulSource({ consul, stale, waitMs, minIntervalMs, log: this.log.child({ source: 'consul' }) });
-      sources.push(this.consul);
-    }
-    this.discovery = sources.length > 1 ? new CombinedSource(sources) : sources[0];
+    if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });
+    if (config.consul) this.consul = new ConsulLink(config.consul, this.log);
+    this.discovery = this.combineSources();
     // A policy file that is wrong at start is an error to fix, not something to run without. When set, it is
     // in force instead of the mesh policy (policyFile in docs/configuration.md says why).
     if (config.policyFile) {
@@ -113,27 +131,35 @@ export class MeshAgent {
     } else if (cachedPolicy) {
       this.applyPolicy(cachedPolicy);
     }
-    await this.startProxy(td);
+
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
+    this.bound.inbound = await this.inbound.listen(config.inbound);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),
         notReady: () => this.notReady(),
         status: () => this.status(),
         configDump: () => this.configDump(),
+        metrics: () => this.metrics.registry.render(),
       },
       this.log,
     );
     this.bound.admin = await this.admin.listen(config.admin);
-    if (config.consul) this.startRegistration(config.consul);
+    // The config's services before the first hello, so the server knows them when the channel opens.
+    await this.applyServices(true);
+    this.connection.start();
+    this.warnUnused();
+    this.startConsul();
     this.reportTimer = setInterval(() => this.report(), REPORT_INTERVAL_MS).unref();
     this.certs.on('rotated', () => this.report());
     signal?.addEventListener('abort', () => void this.close(), { once: true });
     void this.waitUntilReady();
   }
 
-  /** The bound addresses (useful with port 0). */
+  /** The bound addresses (useful with port 0); upstreams by "<service>-><upstream>". */
   addresses(): { inbound?: HostPort; admin?: HostPort; upstreams: Record<string, HostPort> } {
-    return this.bound;
+    return { ...this.bound, upstreams: this.upstreams?.addresses() ?? {} };
   }
 
   /** Resolves when every identity has a certificate and every port is bound. */
@@ -141,44 +167,164 @@ export class MeshAgent {
     return this.readyPromise;
   }
 
-  /** Registers the agent (and, when asked, its services) with the local Consul agent, retrying in the background. */
-  private startRegistration(c: NonNullable<AgentConfig['consul']>): void {
-    const { config } = this;
-    const { stale: _s, waitMs: _w, minIntervalMs: _m, registerServices, ...consul } = c;
-    const admin = this.bound.admin!;
-    const self = {
-      id: `mesh-agent-${config.nodeName}`,
-      name: 'mesh-agent',
-      namespace: 'default',
-      address: config.address,
-      port: this.bound.inbound!.port,
-      meta: { 'mesh-agent-id': this.enrollment.agentId },
-      check: { http: `http://${admin.host === '0.0.0.0' ? '127.0.0.1' : admin.host}:${admin.port}/ready`, interval: '10s' },
-    };
-    const services = registerServices
-      ? config.services.map((s) => ({
-          id: `${s.name}-${config.nodeName}`,
-          name: s.name,
-          namespace: s.namespace,
-          address: config.address,
-          port: s.target.port,
-          tags: [`protocol=${s.protocol}`],
-          check: { tcp: `${s.target.host}:${s.target.port}`, interval: '10s' },
-        }))
-      : [];
-    this.registration = new ConsulRegistration(consul, this.bound.inbound!.port, [self, ...services], this.log.child({ source: 'consul' }));
-    this.registration.start();
+  /** Registration with the local Consul agent and, with consul.localServices, the node's services from it. */
+  private startConsul(): void {
+    const link = this.consul;
+    if (!link) return;
+    link.register(this.bound.inbound!.port, this.registrations(), () => this.metrics.registrationFailures.inc());
+    link.watchLocalServices(
+      (services) => void this.serially(() => this.onConsulServices(link, services)),
+      (id) => this.registrations().some((r) => r.id === id),
+    );
+  }
+
+  private warnUnused(): void {
+    const unused = unusedRegistrationFields(this.config);
+    if (unused.length > 0) this.log.warn('services[].tags, meta and check are used only with consul.registerServices: true; they have no effect', { services: unused.join(',') });
+  }
+
+  private async onConsulServices(link: ConsulLink, services: readonly ConsulLocalService[]): Promise<void> {
+    if (this.consul !== link) return; // a link replaced by a reload speaks no more
+    this.consulServices = services;
+    const changes = await this.applyServices(false);
+    if (!noChanges(changes)) this.log.info('local services from Consul changed', summary(changes));
+  }
+
+  private registrations(): ReturnType<typeof registrationsFor> {
+    return registrationsFor(this.config, { id: this.enrollment.agentId, inbound: this.bound.inbound!, admin: this.bound.admin! });
+  }
+
+  /** Runs `fn` after every earlier reload or service change has finished; nothing runs once the agent closes. */
+  private serially<T>(fn: () => Promise<T>): Promise<T | undefined> {
+    const run = this.chain.then(() => (this.closing ? undefined : fn()));
+    this.chain = run.catch((err: unknown) => this.log.error('applying a change failed', { error: describeError(err) }));
+    return run;
+  }
+
+  /**
+   * Merges the config's and Consul's services and brings everything in line with the result: the server's view
+   * (hello), workload certificates, inbound routes (SNI), upstream listeners and Consul registrations. Unchanged
+   * listeners are not touched. With `strict` (at start) a port that cannot be bound is an error.
+   */
+  private async applyServices(strict: boolean): Promise<ServiceChanges & { upstreamsFailed: string[] }> {
+    const td = this.enrollment.trustDomain;
+    const { services, warnings } = mergeLocalServices(this.config.services, this.consulServices, { inbound: this.bound.inbound!, admin: this.bound.admin! });
+    for (const w of warnings) this.log.warn('local service from Consul left out', { service: w.service, id: w.id, reason: w.message });
+    const changes = diffServices(this.active, services);
+    const identity = (s: ServiceRef): SpiffeId => SpiffeId.workload(td, s.namespace, s.name);
+    const before = new Map(this.active.map((s) => [serviceKey(s), s]));
+    this.active = services;
+    // The server must know a service before it is asked to sign for it; the channel keeps the order.
+    if (changes.servicesAdded.length + changes.servicesRemoved.length + changes.upstreamsAdded.length + changes.upstreamsRemoved.length > 0) this.connection?.refreshHello();
+    for (const k of changes.servicesRemoved) this.certs.unmanage(identity(before.get(k)!));
+    for (const s of services) this.certs.manage('workload', identity(s), { name: s.name, namespace: s.namespace });
+    this.inbound!.setRoutes(
+      services.map((s): InboundRoute => ({ sni: `${s.name}.${s.namespace}.${td}`, identity: identity(s), target: s.target, protocol: s.protocol, workload: workloadOf(s.name, s.namespace, s.labels) })),
+    );
+    const desired = services.flatMap((s) =>
+      s.upstreams.map((u): DesiredUpstream => {
+        const service = { name: u.service, namespace: u.namespace };
+        this.cluster(service);
+        return {
+          key: upstreamKey(s, u),
+          name: `${s.name}->${u.service}`,
+          route: { listen: u.listen, service, cluster: serviceKeyString(service), source: identity(s), destination: identity(service), sni: `${u.service}.${u.namespace}.${td}`, protocol: u.protocol, sourceLabels: s.labels },
+        };
+      }),
+    );
+    const { failed } = await this.upstreams!.apply(desired, strict);
+    this.consul?.setRegistrations(this.registrations());
+    return { ...changes, upstreamsFailed: failed };
+  }
+
+  /**
+   * SIGHUP: reads the config again with `load` and applies what can change without rebinding the inbound and
+   * admin ports: services, upstreams, endpointsFile, policyFile (always read again), address and the consul
+   * block. Everything is checked first; a config, endpoints file or policy file with any problem is refused as a
+   * whole (logged with its field paths) and the running configuration stays. Returns whether it was applied.
+   */
+  async reload(load: () => AgentConfig): Promise<boolean> {
+    return (await this.serially(() => this.reloadNow(load))) ?? false;
+  }
+
+  private async reloadNow(load: () => AgentConfig): Promise<boolean> {
+    let plan: ReturnType<typeof planReload>;
+    let policy: CompiledPolicy;
+    let fileSource: StaticFileSource | undefined;
+    let link: ConsulLink | undefined;
+    try {
+      plan = planReload(this.config, load());
+      const next = plan.config;
+      // Without a policy file the mesh version held is in force (Istio's defaults before the first one).
+      policy = next.policyFile ? compilePolicy(readPolicyFile(next.policyFile)) : (this.meshPolicy.compiled ?? compilePolicy([]));
+      if (next.endpointsFile && !plan.endpointsFileChanged) readEndpointsFile(next.endpointsFile);
+      if (next.endpointsFile && plan.endpointsFileChanged) fileSource = new StaticFileSource(next.endpointsFile, { log: this.log });
+      if (next.consul && plan.consulChanged) link = new ConsulLink(next.consul, this.log);
+    } catch (err) {
+      fileSource?.close();
+      const policyProblem = isMeshError(err, 'MESH_ERR_POLICY_INVALID');
+      this.log.error(policyProblem ? 'policy rejected, keeping the previous one' : 'configuration rejected, keeping the running one', { error: describeError(err) });
+      return false;
+    }
+    for (const f of plan.restartNeeded) this.log.warn('this setting changes only with a restart; keeping the running value', { field: f });
+    const overrideChanged = (this.config.policyFile === undefined) !== (plan.config.policyFile === undefined);
+    this.current = plan.config;
+    this.applyPolicy(policy);
+    if (plan.config.policyFile) this.log.info('policy reloaded', { file: plan.config.policyFile, documents: policy.documents.length });
+    if (overrideChanged && plan.config.policyFile) this.log.warn('the local policy file overrides the mesh policy from now on', { file: plan.config.policyFile });
+    else if (overrideChanged) this.log.info('no policy file any more: the mesh policy is in force', { version: this.meshPolicy.holding?.version ?? null });
+    if (plan.endpointsFileChanged) {
+      this.fileSource?.close();
+      this.fileSource = fileSource;
+    } else this.fileSource?.reload();
+    if (plan.consulChanged) {
+      const old = this.consul;
+      this.consul = link;
+      // Without local services in the new block, the ones Consul gave leave; with them, the new poller's first answer replaces them.
+      if (!link?.settings.localServices) this.consulServices = [];
+      await old?.close();
+    }
+    if (plan.endpointsFileChanged || plan.consulChanged) this.rewatch();
+    // The server shows whether a local file overrides the mesh policy here; it learns it from hello.
+    if (plan.addressChanged || overrideChanged) this.connection?.refreshHello();
+    const changes = await this.applyServices(false);
+    this.warnUnused();
+    if (plan.consulChanged) this.startConsul();
+    const changed = [plan.endpointsFileChanged && 'endpointsFile', plan.consulChanged && 'consul', plan.addressChanged && 'address'].filter(Boolean).join(',');
+    this.log.info('configuration reloaded', { ...summary(changes), ...(changed ? { changed } : {}) });
+    return true;
+  }
+
+  /** The discovery source for the current parts: the file, Consul, or both (the file wins on the same address:port). */
+  private combineSources(): DiscoverySource | undefined {
+    const sources = [this.fileSource, this.consul?.source].filter((s): s is NonNullable<typeof s> => s !== undefined);
+    return sources.length > 1 ? new CombinedSource(sources) : sources[0];
+  }
+
+  /** The sources changed: every cluster watches the new ones (keeping its endpoints until they answer). */
+  private rewatch(): void {
+    for (const stop of this.unwatch.values()) stop();
+    this.unwatch.clear();
+    this.discovery = this.combineSources();
+    for (const [key, c] of this.clusters) this.watch(key, c);
+  }
+
+  private watch(key: string, c: Cluster): void {
+    if (this.discovery) this.unwatch.set(key, this.discovery.watch(this.clusterRefs.get(key)!.service, (update) => c.apply(update)));
+    else this.log.warn('no endpoints source configured (endpointsFile or consul); the service has no endpoints', { service: key });
   }
 
   /** Stops listening and closes the channel; open connections drain on their own. */
   async close(): Promise<void> {
+    this.closing = true;
+    await this.chain;
     // Leave the catalog first, so other agents stop sending here while we drain.
-    await this.registration?.close();
+    await this.consul?.close();
     if (this.reportTimer) clearInterval(this.reportTimer);
     this.connection?.close();
     this.certs?.close();
-    this.discovery?.close();
-    await Promise.all([this.inbound?.close(), ...this.outbound.map((o) => o.close()), this.admin?.close()]);
+    this.fileSource?.close();
+    await Promise.all([this.inbound?.close(), this.upstreams?.close(), this.admin?.close()]);
     this.state?.unlock();
   }
 
@@ -209,13 +355,13 @@ export class MeshAgent {
   }
 
   private serviceRefs(): WorkloadRef[] {
-    return this.config.services.map((s) => ({ name: s.name, namespace: s.namespace, labels: s.labels }));
+    return this.active.map((s) => ({ name: s.name, namespace: s.namespace, labels: s.labels }));
   }
 
   /** Each service the node's apps call, once. */
   private upstreamRefs(): ServiceRef[] {
     const refs = new Map<string, ServiceRef>();
-    for (const s of this.config.services) for (const u of s.upstreams) refs.set(`${u.namespace}/${u.service}`, { name: u.service, namespace: u.namespace });
+    for (const s of this.active) for (const u of s.upstreams) refs.set(`${u.namespace}/${u.service}`, { name: u.service, namespace: u.namespace });
     return [...refs.values()];
   }
 
@@ -236,41 +382,6 @@ export class MeshAgent {
     }
   }
 
-  private async startProxy(td: string): Promise<void> {
-    const { config } = this;
-    const inboundRoutes: InboundRoute[] = config.services.map((s) => ({
-      sni: `${s.name}.${s.namespace}.${td}`,
-      identity: SpiffeId.workload(td, s.namespace, s.name),
-      target: s.target,
-      protocol: s.protocol,
-      workload: workloadOf(s.name, s.namespace, s.labels),
-    }));
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
-    this.inbound.setRoutes(inboundRoutes);
-    this.bound.inbound = await this.inbound.listen(config.inbound);
-    const connector = new MtlsConnector();
-    const catalog = { cluster: (svc: ServiceRef, subset?: string) => this.cluster(svc, subset) };
-    for (const s of config.services) {
-      for (const u of s.upstreams) {
-        const key = serviceKeyString({ name: u.service, namespace: u.namespace });
-        this.cluster({ name: u.service, namespace: u.namespace });
-        const route: OutboundRoute = {
-          listen: u.listen,
-          service: { name: u.service, namespace: u.namespace },
-          cluster: key,
-          source: SpiffeId.workload(td, s.namespace, s.name),
-          destination: SpiffeId.workload(td, u.namespace, u.service),
-          sni: `${u.service}.${u.namespace}.${td}`,
-          protocol: u.protocol,
-          sourceLabels: s.labels,
-        };
-        const listener = new OutboundListener(route, catalog, () => this.policy, connector, this.certs, this.log);
-        this.bound.upstreams[`${s.name}->${u.service}`] = await listener.listen();
-        this.outbound.push(listener);
-      }
-    }
-  }
-
   /**
    * The cluster of a service — or of one of its subsets, when the DestinationRule gives that subset its own
    * trafficPolicy (Envoy's cluster per subset: own balancer, outlier detection, circuit breaker) — made on first use,
@@ -284,27 +395,9 @@ export class MeshAgent {
       this.clusters.set(key, c);
       this.clusterRefs.set(key, { service: { name: svc.name, namespace: svc.namespace }, subset });
       applyDestinationPolicy(c, this.policy.destinationFor(svc), subset);
-      if (this.discovery) this.discovery.watch(svc, (update) => c.apply(update));
-      else this.log.warn('no endpoints source configured (endpointsFile or consul); the service has no endpoints', { service: key });
+      this.watch(key, c);
     }
     return cluster;
-  }
-
-  /**
-   * Reads the policy file again (SIGHUP). A file with any problem is refused as a whole, the reason logged, and the
-   * policy in force stays. Returns whether the new policy was applied.
-   */
-  reloadPolicy(): boolean {
-    const file = this.config.policyFile;
-    if (!file) return false;
-    try {
-      this.applyPolicy(compilePolicy(readPolicyFile(file)));
-      this.log.info('policy reloaded', { file, documents: this.policy.documents.length });
-      return true;
-    } catch (err) {
-      this.log.error('policy rejected, keeping the previous one', { file, error: describeError(err) });
-      return false;
-    }
   }
 
   private applyPolicy(p: CompiledPolicy): void {
@@ -347,6 +440,7 @@ export class MeshAgent {
 
   /** What `mesh-agent status --agent` shows. */
   status(): unknown {
+    const consul = this.consul?.status();
     return {
       agent: {
         id: this.enrollment.agentId,
@@ -360,21 +454,25 @@ export class MeshAgent {
         inbound: this.bound.inbound && formatHostPort(this.bound.inbound),
         admin: this.bound.admin && formatHostPort(this.bound.admin),
       },
-      services: this.config.services.map((s) => ({
+      services: this.active.map((s) => ({
         name: s.name,
         namespace: s.namespace,
         protocol: s.protocol,
         target: formatHostPort(s.target),
         identity: SpiffeId.workload(this.enrollment.trustDomain, s.namespace, s.name).toString(),
+        origin: s.origin,
+        ...(s.consulId ? { consulId: s.consulId } : {}),
       })),
       certificates: this.certs.status(),
-      upstreams: this.outbound.map((o) => ({
+      upstreams: (this.upstreams?.list() ?? []).map(({ listener: o, error }) => ({
         service: o.route.cluster,
         from: o.route.source.toString(),
         listen: formatHostPort(o.route.listen),
+        protocol: o.route.protocol,
         endpoints: this.clusters.get(o.route.cluster)?.snapshot().endpoints.map((e) => `${e.address}:${e.port}`) ?? [],
         // tcp counters for protocol tcp; http ones (router) for protocol http.
         stats: o.route.protocol === 'http' ? { connections: o.stats.connections, ...o.router.stats } : o.stats,
+        ...(error ? { error } : {}),
       })),
       inboundStats: this.inbound?.stats,
       policy: {
@@ -385,14 +483,18 @@ export class MeshAgent {
         lastRefusal: this.meshPolicy.lastRefusal ?? null,
       },
       // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
-      consul: this.consul?.status() ?? null,
+      consul: consul?.watches ?? null,
+      consulRegistrations: consul?.registrations ?? [],
+      // With consul.localServices: how fresh the node's service list from Consul is, and what was left out.
+      localServices: consul?.localServices ?? null,
     };
   }
 
   private configDump(): unknown {
     return {
       config: this.config,
-      bound: this.bound,
+      bound: this.addresses(),
+      services: this.active,
       clusters: [...this.clusters.values()].map((c) => c.snapshot()),
       policy: {
         file: this.config.policyFile ?? null,
@@ -401,4 +503,11 @@ export class MeshAgent {
       },
     };
   }
+}
+
+/** The fields of the one log line that says what a change did. */
+function summary(c: ServiceChanges & { upstreamsFailed: string[] }): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(c)) if (v.length > 0) out[k] = v.join(',');
+  return out;
 }

@@ -32,6 +32,8 @@ export interface MeshPolicyDeps {
 
 export class MeshPolicy {
   private held: HeldPolicyVersion | undefined;
+  /** The held version, compiled (what the agent applies when no policy file overrides it). */
+  compiled: CompiledPolicy | undefined;
   /** The last version refused, and why (shown in the agent's status). */
   lastRefusal: { readonly version: number; readonly error: string; readonly at: string } | undefined;
 
@@ -54,6 +56,7 @@ export class MeshPolicy {
       const cached = readCache(text);
       const compiled = this.check(cached, undefined);
       this.held = cached;
+      this.compiled = compiled;
       this.deps.log.info('mesh policy loaded from the cache', { version: cached.version, documents: cached.documents.length });
       return compiled;
     } catch (err) {
@@ -73,6 +76,7 @@ export class MeshPolicy {
       const compiled = this.check(next, this.deps.now());
       if (this.held && msg.version < this.held.version) this.deps.log.warn('the server sent an older policy version than the one held; taking it', { held: this.held.version, version: msg.version });
       this.held = next;
+      this.compiled = compiled;
       this.save(next);
       this.lastRefusal = undefined;
       return compiled;

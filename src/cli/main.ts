@@ -1,7 +1,7 @@
 // The mesh-agent command line: thin commands over the agent, the server and the admin API.
 
 import { Command, Option } from 'commander';
-import { loadAgentConfig, MeshAgent } from '../agent';
+import { loadAgentConfig, MeshAgent, type AgentConfig } from '../agent';
 import { describeError, MeshError } from '../errors';
 import { MESH_VERSION } from '../protocol';
 import { loadServerConfig, MeshServer } from '../server';
@@ -52,7 +52,7 @@ export function buildProgram(): Command {
 
   program
     .command('agent')
-    .description('run the node agent: enrolls once, then proxies inbound (mTLS :15443) and outbound (one port per upstream)')
+    .description('run the node agent: enrolls once, then proxies inbound (mTLS :15443) and outbound (one port per upstream); SIGHUP reloads the config file')
     .option('-c, --config <file>', 'agent config file (YAML or JSON): services, upstreams, ports')
     .option('--join <token>', 'join token for the first start (env MESH_JOIN_TOKEN); later starts reuse the state dir')
     .option('--state-dir <dir>', 'keys, certificates, enrollment (env MESH_STATE_DIR) [./mesh-agent-state]')
@@ -66,12 +66,14 @@ export function buildProgram(): Command {
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed',
-          'mesh-agent agent -c agent.yaml --policy routes.yaml && kill -HUP <pid>   # reload routes', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
+          'mesh-agent agent -c agent.yaml --policy routes.yaml && kill -HUP <pid>   # reload services, upstreams, routes, consul', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
     .action(async (opts: Record<string, unknown>) => {
-      const config = loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
+      // The same file, flags and environment again on each SIGHUP.
+      const load = (): AgentConfig => loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
+      const config = load();
       const joinToken = (opts.join as string | undefined) ?? process.env.MESH_JOIN_TOKEN;
       const agent = new MeshAgent(config, { ...(joinToken ? { joinToken } : {}), log: createLogger({ format: opts.logFormat as LogFormat, level: opts.logLevel as 'info' | 'debug', base: { component: 'agent', node: config.nodeName } }) });
-      process.on('SIGHUP', () => agent.reloadPolicy());
+      process.on('SIGHUP', () => void agent.reload(load));
       await runUntilSignal(agent, () => {
         const a = agent.addresses();
         const fmt = (hp?: { host: string; port: number }): string => (hp ? `${hp.host}:${hp.port}` : '-');

@@ -51,9 +51,12 @@ export function printServerStatus(raw: Record<string, unknown>): void {
 
 interface AgentStatus {
   agent: { id: string; nodeName: string; trustDomain: string; server: string; serverConnected: boolean; serverError: string | null; ready: boolean; inbound: string; admin: string };
-  services: { name: string; namespace: string; protocol: string; target: string; identity: string }[];
+  services: { name: string; namespace: string; protocol: string; target: string; identity: string; origin: string; consulId?: string }[];
   certificates: { identity: string; kind: string; serial: string | null; notAfter: string | null; renewAt: string | null; renewals: number; lastError: string | null }[];
-  upstreams: { service: string; from: string; listen: string; endpoints: string[]; stats: { connections: number; connectFailures: number } }[];
+  upstreams: { service: string; from: string; listen: string; endpoints: string[]; stats: { connections: number; connectFailures: number }; error?: string }[];
+  consul: { service: string; stale: boolean; lastIndex: number; endpoints: number }[] | null;
+  consulRegistrations: { id: string; check: string; registered: boolean; ttlStatus?: string; lastError?: string }[];
+  localServices: { stale: boolean; lastError?: string; services: number; problems: { service: string; id: string; field: string; message: string }[] } | null;
   policy: { inForce: 'file' | 'mesh' | 'defaults'; file: string | null; meshVersion: number | null; lastRefusal: { version: number; error: string } | null };
 }
 
@@ -70,11 +73,24 @@ export function printAgentStatus(raw: Record<string, unknown>): void {
   out(`server ${a.server}: ${a.serverConnected ? 'connected' : `disconnected${a.serverError ? ` (${a.serverError})` : ''}`}   inbound ${a.inbound}   admin ${a.admin}`);
   out(policyLine(s.policy));
   out('');
-  table([['SERVICE', 'PROTOCOL', 'LOCAL APP', 'IDENTITY'], ...s.services.map((x) => [`${x.namespace}/${x.name}`, x.protocol, x.target, x.identity])]);
+  table([['SERVICE', 'ORIGIN', 'PROTOCOL', 'LOCAL APP', 'IDENTITY'], ...s.services.map((x) => [`${x.namespace}/${x.name}`, x.consulId ? `consul (${x.consulId})` : x.origin, x.protocol, x.target, x.identity])]);
+  if (s.localServices) {
+    const l = s.localServices;
+    out(`local services from Consul: ${l.services} in the mesh${l.stale ? `, STALE${l.lastError ? ` (${l.lastError})` : ''}` : ''}`);
+    for (const p of l.problems) out(`  left out: ${p.service} (Consul ID ${p.id}): ${p.field}: ${p.message}`);
+  }
   out('');
   table([['CERTIFICATE', 'KIND', 'SERIAL', 'EXPIRES', 'RENEWS', 'RENEWALS'], ...s.certificates.map((c) => [c.identity, c.kind, c.serial ?? '-', until(c.notAfter), until(c.renewAt), String(c.renewals)])]);
   if (s.upstreams.length > 0) {
     out('');
-    table([['UPSTREAM', 'LOCAL PORT', 'FROM', 'ENDPOINTS', 'CONNS', 'FAILED'], ...s.upstreams.map((u) => [u.service, u.listen, u.from, u.endpoints.join(',') || 'none', String(u.stats.connections), String(u.stats.connectFailures)])]);
+    table([['UPSTREAM', 'LOCAL PORT', 'FROM', 'ENDPOINTS', 'CONNS', 'FAILED'], ...s.upstreams.map((u) => [u.service, u.error ? `${u.listen} NOT OPEN: ${u.error}` : u.listen, u.from, u.endpoints.join(',') || 'none', String(u.stats.connections), String(u.stats.connectFailures ?? 0)])]);
+  }
+  if (s.consul && s.consul.length > 0) {
+    out('');
+    table([['CONSUL WATCH', 'STATE', 'INDEX', 'ENDPOINTS'], ...s.consul.map((w) => [w.service, w.stale ? 'STALE' : 'fresh', String(w.lastIndex), String(w.endpoints)])]);
+  }
+  if (s.consulRegistrations.length > 0) {
+    out('');
+    table([['CONSUL REGISTRATION', 'CHECK', 'STATE'], ...s.consulRegistrations.map((r) => [r.id, r.ttlStatus ? `ttl (${r.ttlStatus})` : r.check, r.registered ? 'registered' : `not registered${r.lastError ? ` (${r.lastError})` : ''}`])]);
   }
 }

@@ -127,6 +127,7 @@ export class Cluster {
   /** The detector version the balancers were built for. */
   private builtVersion = 0;
   private inFlight = 0;
+  private healthy = 0;
   private readonly clock: Pick<Clock, 'now'>;
   private readonly stats: EndpointStats = { activeRequests: (e) => (e as Partial<Host>).active ?? 0 };
   /** The cluster's limits; the connection pool and retry filter use connections, pendingRequests and retries directly. */
@@ -147,6 +148,11 @@ export class Cluster {
   /** The outlier detector, when outlier detection is on. */
   get outlierDetector(): OutlierDetector | undefined {
     return this.detector;
+  }
+
+  /** Endpoints a pick may choose now: known and not ejected by outlier detection (mesh_endpoints). */
+  get healthyEndpoints(): number {
+    return this.healthy;
   }
 
   /** Requests acquired and not yet done. */
@@ -294,6 +300,7 @@ export class Cluster {
       if (d.ejectionsActive > 0) healthy = healthy.filter((h) => !d.isEjected(h));
     }
     this.lb.update(healthy);
+    this.healthy = healthy.length;
     for (const s of this.subsets.values()) {
       const members = healthy.filter((h) => s.pairs.every(([k, v]) => h.labels[k] === v));
       s.lb.update(members);

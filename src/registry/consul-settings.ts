@@ -114,12 +114,16 @@ function readPem(file: string | undefined, what: string): Buffer | undefined {
   }
 }
 
+/** How long a request to Consul may take unless it says otherwise (blocking queries set their own). */
+export const CONSUL_REQUEST_TIMEOUT_MS = 5000;
+
 /**
- * A `consul` client for `settings`, with a keep-alive agent carrying the TLS material.
+ * A `consul` client for `settings`, with a keep-alive agent carrying the TLS material, and a timeout on every
+ * request that does not set its own (a Consul that accepts and never answers must not hang registration or shutdown).
  * Call `destroy()` on it to close its sockets.
  * @throws MeshError MESH_ERR_CONFIG when a TLS file cannot be read
  */
-export function createConsulClient(settings: ConsulSettings): Consul {
+export function createConsulClient(settings: ConsulSettings, requestTimeoutMs = CONSUL_REQUEST_TIMEOUT_MS): Consul {
   const secure = settings.scheme === 'https';
   const agent = secure
     ? new HttpsAgent({
@@ -130,7 +134,7 @@ export function createConsulClient(settings: ConsulSettings): Consul {
         ...(settings.tlsServerName ? { servername: settings.tlsServerName.replace(/:\d+$/, '') } : {}),
       })
     : new HttpAgent({ keepAlive: true });
-  const defaults = { ...(settings.token ? { token: settings.token } : {}), ...(settings.datacenter ? { dc: settings.datacenter } : {}) };
+  const defaults = { timeout: requestTimeoutMs, ...(settings.token ? { token: settings.token } : {}), ...(settings.datacenter ? { dc: settings.datacenter } : {}) };
   // The published ConsulOptions type lacks baseUrl; the client (papi) honours it.
   return new Consul({ baseUrl: `${secure ? 'https' : 'http'}://${settings.address}/v1`, agent, defaults } as ConstructorParameters<typeof Consul>[0]);
 }

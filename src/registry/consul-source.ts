@@ -133,6 +133,17 @@ interface HealthEntry {
   Service?: { ID?: string; Address?: string; Tags?: string[] | null; Meta?: Record<string, string> | null; Weights?: { Passing?: number } | null };
 }
 
+/** A registration's labels: its `key=value` tags, then its Meta (which wins), without the mesh's own meta keys. */
+export function labelsFromRegistration(tags: readonly string[], meta: Readonly<Record<string, string>>): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const tag of tags) {
+    const eq = tag.indexOf('=');
+    if (eq > 0) labels[tag.slice(0, eq)] = tag.slice(eq + 1);
+  }
+  for (const [k, v] of Object.entries(meta)) if (!k.startsWith('mesh-')) labels[k] = v;
+  return labels;
+}
+
 /** Turns a health answer into endpoints, following the conventions in the file header. */
 export function endpointsFromHealth(entries: readonly HealthEntry[], namespace: string): { endpoints: Endpoint[]; skipped: number } {
   const byKey = new Map<string, { address: string; port: number; weight: number; labels: Record<string, string> }>();
@@ -148,14 +159,7 @@ export function endpointsFromHealth(entries: readonly HealthEntry[], namespace: 
       skipped++;
       continue;
     }
-    const labels: Record<string, string> = {};
-    for (const tag of svc.Tags ?? []) {
-      const eq = tag.indexOf('=');
-      if (eq > 0) labels[tag.slice(0, eq)] = tag.slice(eq + 1);
-    }
-    Object.assign(labels, meta);
-    delete labels[MESH_INBOUND_PORT_META];
-    delete labels[MESH_NAMESPACE_META];
+    const labels = labelsFromRegistration(svc.Tags ?? [], meta);
     const passing = Number(svc.Weights?.Passing ?? 1);
     const weight = Number.isInteger(passing) && passing >= 1 ? passing : 1;
     const key = endpointKey({ address, port });

@@ -4,4 +4,20 @@ export { StaticFileSource, readEndpointsFile } from './static-file-source';
 export { CombinedSource } from './combined-source';
 export { consulSettingsFromEnv, createConsulClient, resolveConsulSettings, type ConsulSettings, type ConsulSettingsInput } from './consul-settings';
 export { ConsulSource, endpointsFromHealth, MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, type ConsulSourceOptions, type ConsulWatchStatus } from './consul-source';
-export { ConsulRegistration, type RegisteredService } from './consul-registration';
+export { ConsulRegistration, checkIdOf, goDuration, probeTcp, type ConsulRegistrationOptions, type RegisteredService, type RegistrationCheck, type RegistrationStatus } from './consul-registration';
+export {
+  ConsulLocalServices,
+  localServicesFromAgent,
+  parseUpstreams,
+  MESH_PROTOCOLS,
+  MESH_TAG,
+  MESH_ENABLED_META,
+  MESH_PROTOCOL_META,
+  MESH_UPSTREAMS_META,
+  type MeshProtocol,
+  type ConsulLocalService,
+  type ConsulLocalUpstream,
+  type ConsulLocalServicesOptions,
+  type LocalServiceProblem,
+  type LocalServicesStatus,
+} from './consul-local-services';

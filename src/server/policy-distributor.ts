@@ -48,9 +48,11 @@ export class PolicyDistributor {
 
   constructor(private readonly deps: PolicyDistributorDeps) {}
 
-  /** An agent (channel protocol 2 or later) said hello, holding `holding`. */
+  /** An agent (channel protocol 2 or later) said hello, holding `holding`; a repeated hello keeps what is in flight. */
   subscribe(agent: PolicySubscriber, holding: PolicyVersionRef | undefined): void {
-    this.agents.set(agent, { holding, inFlight: undefined, refused: undefined });
+    const state = this.agents.get(agent);
+    if (state) state.holding = holding;
+    else this.agents.set(agent, { holding, inFlight: undefined, refused: undefined });
     this.offer(agent);
   }
 

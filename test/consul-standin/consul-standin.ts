@@ -12,7 +12,7 @@
 // - the index of a service that never existed is the current global index.
 // Test hooks: forceIndex(n) (a snapshot restore: the index goes backwards and parked queries return),
 // zeroIndex (answer X-Consul-Index: 0, which real Consul never does), stop()/start() (same port, state kept),
-// and a request log.
+// wipeAgent() (the local agent restarted without a data dir: its services and checks are gone), and a request log.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
@@ -170,6 +170,22 @@ export class ConsulStandin {
     }
     for (const [k, v] of this.serviceIndex) this.serviceIndex.set(k, Math.min(v, n));
     for (const p of this.parked) p.wake();
+  }
+
+  /**
+   * The local Consul agent restarted without its data dir (`-dev`, or a lost disk): every service and check
+   * registered through /v1/agent on this node is gone, and anti-entropy removes them from the catalog. Services
+   * of other nodes stay. Combine with stop()/start() for a restart that clients see as an outage.
+   */
+  wipeAgent(): void {
+    const names = new Set<string>();
+    for (const s of [...this.services.values()]) {
+      if (s.node !== this.nodeName) continue;
+      names.add(s.Service);
+      this.services.delete(`${s.node}/${s.ID}`);
+    }
+    for (const [k, c] of this.checks) if (c.Node === this.nodeName && c.CheckID !== 'serfHealth') this.dropCheck(k);
+    this.bump(names);
   }
 
   /** Sets a check's status as its probe or an operator would (any check type). */

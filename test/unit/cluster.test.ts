@@ -222,6 +222,7 @@ test('outlier detection: an endpoint failing N times in a row gets no picks unti
   const c = new Cluster('api.default', { clock, outlierDetection: { consecutive5xxErrors: 2, baseEjectionTimeMs: 30_000, maxEjectionPercent: 50 } });
   c.apply({ type: 'reset', endpoints: [A, B, C, D] });
   assert.equal(c.snapshot().outlierDetection?.ejectionsActive, 0);
+  assert.equal(c.healthyEndpoints, 4);
   const fail = (e: Endpoint): void => {
     for (let i = 0; i < 20; i++) {
       const l = c.acquire();
@@ -235,12 +236,14 @@ test('outlier detection: an endpoint failing N times in a row gets no picks unti
   fail(C);
   fail(D);
   assert.deepEqual(new Set(picks(c, 12)), new Set(['10.0.0.1', '10.0.0.4']), 'D stays: 50 % at most');
+  assert.equal(c.healthyEndpoints, 2, 'ejected endpoints are not healthy (mesh_endpoints)');
   const od = c.snapshot().outlierDetection;
   assert.ok(od);
   assert.deepEqual([od.ejectionsTotal, od.ejectionsActive, od.ejectionsOverflow >= 1], [2, 2, true]);
   clock.advance(30_000);
   assert.deepEqual(new Set(picks(c, 12)), new Set(['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4']), 'back when the time is up');
   assert.equal(c.snapshot().outlierDetection?.ejectionsActive, 0);
+  assert.equal(c.healthyEndpoints, 4);
 });
 
 test('outlier detection: with everything ejected there is no healthy endpoint, and subsets see ejections too', () => {

@@ -209,6 +209,9 @@ describe('loadAgentConfig', () => {
       protocol: AGENT_DEFAULTS.protocol,
       labels: { app: 'web' },
       upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
+      tags: [],
+      meta: {},
+      check: undefined,
     });
   });
 

@@ -173,6 +173,22 @@ describe('consul stand-in', () => {
     assert.equal((await call('GET', '/v1/agent/services')).json().web.Service, 'web');
   });
 
+  test('wipeAgent(): the local agent forgets its services and checks (a TTL update answers 404); other nodes keep theirs', async () => {
+    await call('PUT', '/v1/agent/service/register', { Name: 'local-one', Check: { TTL: '30s', Status: 'passing' } });
+    await call('PUT', '/v1/catalog/register', { Node: 'node-w', Address: '10.0.0.9', Service: { ID: 'far-1', Service: 'far' } });
+    const parked = health('local-one', `?index=${(await health('local-one')).headers.get('x-consul-index')}&wait=10s`);
+    await consul.whenParked('local-one');
+    consul.wipeAgent();
+    assert.deepEqual((await parked).json(), [], 'a parked query of a wiped service returns, empty');
+    assert.deepEqual((await call('GET', '/v1/agent/services')).json(), {});
+    const ttl = await call('PUT', '/v1/agent/check/pass/service:local-one');
+    assert.equal(ttl.status, 404);
+    assert.equal(ttl.text, 'Unknown check ID "service:local-one". Ensure that the check ID is passed, not the check name.');
+    assert.equal((await health('far')).json().length, 1, 'another node\'s service stays');
+    assert.equal((await health('local-one')).json().length, 0);
+    await call('PUT', '/v1/catalog/deregister', { Node: 'node-w' });
+  });
+
   test('with probeChecks, HTTP and TCP checks are probed at their interval', async (t) => {
     const probing = new ConsulStandin({ probeChecks: true, waitJitter: false });
     await probing.start(0);

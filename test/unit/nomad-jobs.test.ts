@@ -236,7 +236,7 @@ describe('Nomad job files', () => {
   });
 
   // consul.localServices comes with the local-services slice of issue 4; until that merges, the agent refuses it.
-  it("the agent job's templates render a config the agent accepts, with this node's identity", { todo: 'needs consul.localServices (merge of the local-services slice); remove this todo then' }, async () => {
+  it("the agent job's templates render a config the agent accepts, with this node's identity", async () => {
     const { job } = await parseJob('mesh-agent.nomad.hcl', jobText('mesh-agent.nomad.hcl'));
     const group = labelled(job, 'group', 'agent', 'job');
     const task = labelled(group, 'task', 'mesh-agent', 'job');

@@ -126,6 +126,8 @@ describe('policy push: server to agent', () => {
       [1],
       'one message in flight per agent: nothing queues up behind it',
     );
+    s.distributor.subscribe(slow, undefined);
+    assert.equal(slow.texts.length, 1, 'a repeated hello (the agent\'s services changed) sends nothing while a version is in flight');
     s.distributor.acknowledged(slow, 1, slow.last.digest, false);
     assert.deepEqual(
       slow.messages.map((m) => m.version),
