@@ -225,5 +225,9 @@ describe('policy lifecycle through real agents', () => {
     assert.equal((await get('/', { 'end-user': 'jason' })).body, 'v2', 'the header route of version 4, through node-b2');
     assert.equal((await get('/')).body, 'v1');
     assert.doesNotMatch(a.proc.stdout + a.proc.stderr, /connected to server/, 'the server really is gone');
+    // A config reload without a policy file keeps the mesh version in force.
+    a.proc.child.kill('SIGHUP');
+    await a.proc.waitFor(/configuration reloaded/);
+    assert.equal((await get('/fault')).status, 418, 'still version 4 after SIGHUP');
   });
 });
