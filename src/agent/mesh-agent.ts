@@ -3,7 +3,7 @@
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, isMeshError, MeshError } from '../errors';
-import { MESH_VERSION, type ServiceRef } from '../protocol';
+import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
@@ -18,6 +18,7 @@ import { planReload } from './config-reload';
 import { ConsulLink, registrationsFor, unusedRegistrationFields } from './consul-link';
 import { enrollWithToken } from './enrollment-client';
 import { diffServices, mergeLocalServices, noChanges, serviceKey, upstreamKey, type ActiveService, type ServiceChanges } from './local-services';
+import { MeshPolicy } from './mesh-policy';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
@@ -42,6 +43,8 @@ export class MeshAgent {
   private readonly connector = new MtlsConnector();
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
+  /** Versions pushed by the server; in force unless a local policy file overrides them. */
+  private meshPolicy!: MeshPolicy;
   /** The service (and subset) each cluster is for (names may hold dots, so the key is not split back). */
   private readonly clusterRefs = new Map<string, { service: ServiceRef; subset: string | undefined }>();
   /** The services running now (config and Consul), and the last opted-in set the local Consul agent listed. */
@@ -91,25 +94,43 @@ export class MeshAgent {
     this.certs = new CertificateManager(this.state, td, roots, (kind, csr, svc) => this.connection!.sign(kind, csr, svc), this.clock, this.log);
     this.certs.manage('node', nodeId);
 
+    this.meshPolicy = new MeshPolicy({ state: this.state, trustDomain: td, roots: () => this.certs.trustBundle, now: () => this.clock.now(), log: this.log });
+    const cachedPolicy = this.meshPolicy.loadCached();
     const server = config.server ?? this.enrollment.server;
     this.connection = new ServerConnection(
       server,
       td,
       () => ({ ...this.certs.material(nodeId)!, roots: this.certs.trustBundle }),
       // Sent on every connect and again whenever the service set changes: the server signs only what it lists.
-      () => ({ nodeName: this.config.nodeName, address: this.config.address, services: this.serviceRefs(), version: MESH_VERSION }),
+      () => ({
+        nodeName: this.config.nodeName,
+        address: this.config.address,
+        services: this.serviceRefs(),
+        upstreams: this.upstreamRefs(),
+        version: MESH_VERSION,
+        protocol: CHANNEL_PROTOCOL,
+        ...(this.meshPolicy.holding ? { policy: this.meshPolicy.holding } : {}),
+        policyOverride: this.config.policyFile !== undefined,
+      }),
       this.clock,
       this.log,
     );
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
+    this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
     if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });
     if (config.consul) this.consul = new ConsulLink(config.consul, this.log);
     this.discovery = this.combineSources();
-    // A policy file that is wrong at start is an error to fix, not something to run without.
-    if (config.policyFile) this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
+    // A policy file that is wrong at start is an error to fix, not something to run without. When set, it is
+    // in force instead of the mesh policy (policyFile in docs/configuration.md says why).
+    if (config.policyFile) {
+      this.applyPolicy(compilePolicy(readPolicyFile(config.policyFile)));
+      this.log.warn('the local policy file overrides the mesh policy: versions from the server are verified and cached, not applied', { file: config.policyFile });
+    } else if (cachedPolicy) {
+      this.applyPolicy(cachedPolicy);
+    }
 
     this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
     this.bound.inbound = await this.inbound.listen(config.inbound);
@@ -194,7 +215,7 @@ export class MeshAgent {
     const before = new Map(this.active.map((s) => [serviceKey(s), s]));
     this.active = services;
     // The server must know a service before it is asked to sign for it; the channel keeps the order.
-    if (changes.servicesAdded.length + changes.servicesRemoved.length > 0) this.connection?.refreshHello();
+    if (changes.servicesAdded.length + changes.servicesRemoved.length + changes.upstreamsAdded.length + changes.upstreamsRemoved.length > 0) this.connection?.refreshHello();
     for (const k of changes.servicesRemoved) this.certs.unmanage(identity(before.get(k)!));
     for (const s of services) this.certs.manage('workload', identity(s), { name: s.name, namespace: s.namespace });
     this.inbound!.setRoutes(
@@ -234,7 +255,8 @@ export class MeshAgent {
     try {
       plan = planReload(this.config, load());
       const next = plan.config;
-      policy = compilePolicy(next.policyFile ? readPolicyFile(next.policyFile) : []);
+      // Without a policy file the mesh version held is in force (Istio's defaults before the first one).
+      policy = next.policyFile ? compilePolicy(readPolicyFile(next.policyFile)) : (this.meshPolicy.compiled ?? compilePolicy([]));
       if (next.endpointsFile && !plan.endpointsFileChanged) readEndpointsFile(next.endpointsFile);
       if (next.endpointsFile && plan.endpointsFileChanged) fileSource = new StaticFileSource(next.endpointsFile, { log: this.log });
       if (next.consul && plan.consulChanged) link = new ConsulLink(next.consul, this.log);
@@ -245,9 +267,12 @@ export class MeshAgent {
       return false;
     }
     for (const f of plan.restartNeeded) this.log.warn('this setting changes only with a restart; keeping the running value', { field: f });
+    const overrideChanged = (this.config.policyFile === undefined) !== (plan.config.policyFile === undefined);
     this.current = plan.config;
     this.applyPolicy(policy);
     if (plan.config.policyFile) this.log.info('policy reloaded', { file: plan.config.policyFile, documents: policy.documents.length });
+    if (overrideChanged && plan.config.policyFile) this.log.warn('the local policy file overrides the mesh policy from now on', { file: plan.config.policyFile });
+    else if (overrideChanged) this.log.info('no policy file any more: the mesh policy is in force', { version: this.meshPolicy.holding?.version ?? null });
     if (plan.endpointsFileChanged) {
       this.fileSource?.close();
       this.fileSource = fileSource;
@@ -260,7 +285,8 @@ export class MeshAgent {
       await old?.close();
     }
     if (plan.endpointsFileChanged || plan.consulChanged) this.rewatch();
-    if (plan.addressChanged) this.connection?.refreshHello();
+    // The server shows whether a local file overrides the mesh policy here; it learns it from hello.
+    if (plan.addressChanged || overrideChanged) this.connection?.refreshHello();
     const changes = await this.applyServices(false);
     this.warnUnused();
     if (plan.consulChanged) this.startConsul();
@@ -328,8 +354,32 @@ export class MeshAgent {
     return e;
   }
 
-  private serviceRefs(): ServiceRef[] {
-    return this.active.map((s) => ({ name: s.name, namespace: s.namespace }));
+  private serviceRefs(): WorkloadRef[] {
+    return this.active.map((s) => ({ name: s.name, namespace: s.namespace, labels: s.labels }));
+  }
+
+  /** Each service the node's apps call, once. */
+  private upstreamRefs(): ServiceRef[] {
+    const refs = new Map<string, ServiceRef>();
+    for (const s of this.active) for (const u of s.upstreams) refs.set(`${u.namespace}/${u.service}`, { name: u.service, namespace: u.namespace });
+    return [...refs.values()];
+  }
+
+  /** A version pushed by the server: verified, compiled and cached, applied unless the policy file overrides it; ACK or NACK. */
+  private receivePolicy(msg: PolicyMessage): void {
+    const override = this.config.policyFile !== undefined;
+    try {
+      const compiled = this.meshPolicy.accept(msg);
+      if (override) this.log.warn('mesh policy version held, not applied: the local policy file overrides it', { version: msg.version, file: this.config.policyFile });
+      else this.applyPolicy(compiled);
+      this.log.info('mesh policy version accepted', { version: msg.version, documents: compiled.documents.length, delta: msg.base !== undefined });
+      this.connection?.send({ type: 'policy-ack', version: msg.version, digest: msg.digest, override });
+    } catch (err) {
+      const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', describeError(err));
+      this.log.error('mesh policy version refused, keeping the last good one', { version: msg.version, error: describeError(e) });
+      const holding = this.meshPolicy.holding;
+      this.connection?.send({ type: 'policy-nack', version: msg.version, code: e.code, message: e.message.slice(0, 8000), ...(holding ? { holding } : {}) });
+    }
   }
 
   /**
@@ -424,6 +474,13 @@ export class MeshAgent {
         ...(error ? { error } : {}),
       })),
       inboundStats: this.inbound?.stats,
+      policy: {
+        inForce: this.config.policyFile ? 'file' : this.meshPolicy.holding ? 'mesh' : 'defaults',
+        file: this.config.policyFile ?? null,
+        meshVersion: this.meshPolicy.holding?.version ?? null,
+        meshDigest: this.meshPolicy.holding?.digest ?? null,
+        lastRefusal: this.meshPolicy.lastRefusal ?? null,
+      },
       // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
       consul: consul?.watches ?? null,
       consulRegistrations: consul?.registrations ?? [],
@@ -438,7 +495,11 @@ export class MeshAgent {
       bound: this.addresses(),
       services: this.active,
       clusters: [...this.clusters.values()].map((c) => c.snapshot()),
-      policy: { file: this.config.policyFile ?? null, documents: this.policy.documents.map((d) => `${d.kind} ${d.metadata.namespace}/${d.metadata.name}`) },
+      policy: {
+        file: this.config.policyFile ?? null,
+        meshVersion: this.meshPolicy.holding?.version ?? null,
+        documents: this.policy.documents.map((d) => `${d.kind} ${d.metadata.namespace}/${d.metadata.name}`),
+      },
     };
   }
 }

@@ -3,7 +3,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { describeError, MeshError, type MeshErrorCode } from '../errors';
-import { parseServerMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
+import { parseServerMessage, type AgentMessage, type HelloMessage, type ServerMessage, type ServiceRef } from '../protocol';
 import type { Logger } from '../telemetry';
 import { Backoff, type Clock } from './clock';
 import { serverIdentityCheck } from './enrollment-client';
@@ -21,8 +21,11 @@ interface Pending {
   timer: { unref?(): unknown };
 }
 
+/** Policy versions can be large: the whole mesh policy travels in one message when the agent holds none. */
+const MAX_SERVER_MESSAGE_BYTES = 64 * 1024 * 1024;
+
 /**
- * Events: 'welcome' (ServerMessage welcome), 'connected', 'disconnected'.
+ * Events: 'welcome' (ServerMessage welcome), 'policy' (PolicyMessage), 'connected', 'disconnected'.
  * While disconnected, sign() fails fast with MESH_ERR_SERVER_UNREACHABLE; callers retry on their own schedule.
  */
 export class ServerConnection extends EventEmitter {
@@ -39,7 +42,7 @@ export class ServerConnection extends EventEmitter {
     private readonly server: string,
     private readonly trustDomain: string,
     private readonly credentials: () => ChannelCredentials,
-    private readonly hello: () => { nodeName: string; address: string; services: readonly ServiceRef[]; version: string },
+    private readonly hello: () => Omit<HelloMessage, 'type'>,
     private readonly clock: Clock,
     private readonly log: Logger,
   ) {
@@ -64,7 +67,7 @@ export class ServerConnection extends EventEmitter {
       ca: [...c.roots],
       checkServerIdentity: serverIdentityCheck(this.trustDomain),
       handshakeTimeout: 10_000,
-      maxPayload: 1024 * 1024,
+      maxPayload: MAX_SERVER_MESSAGE_BYTES,
     };
     const ws = new WebSocket(`wss://${this.server}/v1/channel`, tlsOptions as unknown as WebSocket.ClientOptions);
     this.ws = ws;
@@ -109,8 +112,8 @@ export class ServerConnection extends EventEmitter {
       this.log.warn('bad message from server', { error: describeError(err) });
       return;
     }
-    if (msg.type === 'welcome') {
-      this.emit('welcome', msg);
+    if (msg.type === 'welcome' || msg.type === 'policy') {
+      this.emit(msg.type, msg);
       return;
     }
     const p = msg.id !== undefined ? this.pending.get(msg.id) : undefined;

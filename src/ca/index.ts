@@ -5,3 +5,4 @@ export { generatePrivateKey, privateKeyToPem, privateKeyFromPem } from './keys';
 export { SpiffeId, checkTrustDomain, NAME_PATTERN } from './spiffe-id';
 export { buildCsr, parseCsr, toPem, type ParsedCsr } from './x509';
 export { formatJoinToken, parseJoinToken, newTokenCredentials, hashTokenSecret, tokenSecretMatches, type JoinToken } from './join-token';
+export { policySigningPayload, signPolicyVersion, verifyPolicySignature, type SignedPolicyVersion } from './policy-signature';

@@ -40,6 +40,11 @@ export class SpiffeId {
     return SpiffeId.parse(`spiffe://${trustDomain}/server`);
   }
 
+  /** The identity whose key signs mesh policy versions (its certificate travels with each version). */
+  static policySigner(trustDomain: string): SpiffeId {
+    return SpiffeId.parse(`spiffe://${trustDomain}/server/policy`);
+  }
+
   /** Namespace and service when this is a workload ID (`/ns/<ns>/sa/<sa>`), else undefined. */
   get workloadParts(): { namespace: string; service: string } | undefined {
     const m = /^\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(this.path);

@@ -8,29 +8,20 @@ import { loadServerConfig, MeshServer } from '../server';
 import { createLogger, type LogFormat } from '../telemetry';
 import { adminCall, type AdminFlags } from './admin-client';
 import { agentStatus } from './agent-admin-client';
+import { adminOptions, examples, json, output } from './command-helpers';
 import { runDemo } from './demo';
+import { addPolicyCommands } from './policy-commands';
 import { printAgentStatus, printServerStatus } from './status-output';
 import { runUntilSignal } from './run-until-signal';
 import { runSampleService } from './sample-service';
 
-const examples = (lines: string[]): string => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}\n`;
-const output = (): Option => new Option('-o, --output <format>', 'output format').choices(['text', 'json']).default('text');
-const adminOptions = (c: Command): Command =>
-  c
-    .option('--admin <addr>', 'server admin API address (env MESH_ADMIN_ADDR)', undefined)
-    .option('--admin-token <token>', 'admin token (env MESH_ADMIN_TOKEN; default: read from the data dir)')
-    .option('--data-dir <dir>', "the server's data dir, to read its admin-token file (env MESH_DATA_DIR)");
-
-function json(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
 
 export function buildProgram(): Command {
   const program = new Command('mesh-agent')
     .description('A service mesh for VMs and Nomad nodes: mTLS workload identities and a proxy on every node, a small control plane.')
     .version(MESH_VERSION, '-v, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent status -o json']));
+    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent apply -f policy/', 'mesh-agent status -o json']));
 
   program
     .command('server')
@@ -71,7 +62,7 @@ export function buildProgram(): Command {
     .option('--inbound-listen <addr>', 'inbound mTLS address (env MESH_INBOUND_LISTEN) [0.0.0.0:15443]')
     .option('--admin-listen <addr>', 'admin address (env MESH_ADMIN_LISTEN) [127.0.0.1:15000]')
     .option('--endpoints-file <file>', 'static endpoints of remote services (env MESH_ENDPOINTS_FILE)')
-    .option('--policy <file>', 'Istio policy YAML (VirtualService, DestinationRule for the upstreams; PeerAuthentication, AuthorizationPolicy for the local services), re-read on SIGHUP (env MESH_POLICY_FILE)')
+    .option('--policy <file>', 'a local Istio policy file (VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, ...) used instead of the mesh policy from the server, re-read on SIGHUP (env MESH_POLICY_FILE)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed',
@@ -153,6 +144,8 @@ export function buildProgram(): Command {
     if (opts.output === 'pem') return void process.stdout.write(res.pem as string);
     process.stdout.write(`trust domain: ${res.trustDomain as string}\nfingerprint:  ${res.fingerprint as string}\nnot after:    ${res.notAfter as string}\n${res.pem as string}`);
   });
+
+  addPolicyCommands(program);
 
   program
     .command('version')

@@ -1,42 +1,52 @@
 // Human-readable status tables for `mesh-agent status` (JSON output is the API's own shape).
 
-const out = (s: string): boolean => process.stdout.write(`${s}\n`);
+import { ago, out, table, until } from './text-output';
 
-function ago(iso: string | null, now = Date.now()): string {
-  if (!iso) return 'never';
-  const s = Math.round((now - Date.parse(iso)) / 1000);
-  return s < 2 ? 'now' : s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
-}
-
-function until(iso: string | null, now = Date.now()): string {
-  if (!iso) return '-';
-  const s = Math.round((Date.parse(iso) - now) / 1000);
-  if (s <= 0) return 'EXPIRED';
-  return s < 120 ? `in ${s}s` : s < 7200 ? `in ${Math.round(s / 60)}m` : `in ${Math.round(s / 3600)}h`;
-}
-
-function table(rows: string[][]): void {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  for (const r of rows) out(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+interface AgentPolicyState {
+  version: number | null;
+  override: boolean;
+  error: { version: number; message: string; at: string } | null;
 }
 
 interface ServerStatus {
   server: { version: string; trustDomain: string; caFingerprint: string; listen: string; advertise: string; uptimeSeconds: number };
-  agents: { id: string; nodeName: string; address: string; connected: boolean; lastSeenAt: string | null; services: string[]; certificates: { identity: string; kind: string; notAfter: string }[] }[];
+  policy: { version: number };
+  agents: {
+    id: string;
+    nodeName: string;
+    address: string;
+    connected: boolean;
+    lastSeenAt: string | null;
+    services: string[];
+    policy: AgentPolicyState;
+    certificates: { identity: string; kind: string; notAfter: string }[];
+  }[];
+}
+
+/** "v7", "v7 (local file)", "v6, refused v7", or "-". */
+function policyCell(p: AgentPolicyState): string {
+  const held = p.version === null ? '-' : `v${p.version}${p.override ? ' (local file)' : ''}`;
+  return p.error ? `${held}, refused v${p.error.version}` : held;
 }
 
 export function printServerStatus(raw: Record<string, unknown>): void {
   const s = raw as unknown as ServerStatus;
   out(`server ${s.server.version}  trust domain ${s.server.trustDomain}  agents on ${s.server.listen} (advertised ${s.server.advertise})  up ${s.server.uptimeSeconds}s`);
   out(`CA ${s.server.caFingerprint}`);
+  out(`policy version ${s.policy.version}`);
   out('');
   if (s.agents.length === 0) return void out('no agents enrolled yet (create a token with "mesh-agent token create")');
-  const rows = [['AGENT', 'NODE', 'ADDRESS', 'STATE', 'LAST CONTACT', 'SERVICES', 'CERT EXPIRES']];
+  const rows = [['AGENT', 'NODE', 'ADDRESS', 'STATE', 'LAST CONTACT', 'SERVICES', 'POLICY', 'CERT EXPIRES']];
   for (const a of s.agents) {
     const soonest = a.certificates.map((c) => c.notAfter).sort()[0] ?? null;
-    rows.push([a.id, a.nodeName, a.address || '-', a.connected ? 'connected' : 'disconnected', ago(a.lastSeenAt), a.services.join(',') || '-', until(soonest)]);
+    rows.push([a.id, a.nodeName, a.address || '-', a.connected ? 'connected' : 'disconnected', ago(a.lastSeenAt), a.services.join(',') || '-', policyCell(a.policy), until(soonest)]);
   }
   table(rows);
+  const refusals = s.agents.filter((a) => a.policy.error);
+  if (refusals.length > 0) {
+    out('');
+    for (const a of refusals) out(`${a.nodeName} (${a.id}) refused policy version ${a.policy.error!.version} ${ago(a.policy.error!.at)}: ${a.policy.error!.message}`);
+  }
 }
 
 interface AgentStatus {
@@ -47,6 +57,13 @@ interface AgentStatus {
   consul: { service: string; stale: boolean; lastIndex: number; endpoints: number }[] | null;
   consulRegistrations: { id: string; check: string; registered: boolean; ttlStatus?: string; lastError?: string }[];
   localServices: { stale: boolean; lastError?: string; services: number; problems: { service: string; id: string; field: string; message: string }[] } | null;
+  policy: { inForce: 'file' | 'mesh' | 'defaults'; file: string | null; meshVersion: number | null; lastRefusal: { version: number; error: string } | null };
+}
+
+function policyLine(p: AgentStatus['policy']): string {
+  const mesh = p.meshVersion === null ? 'no mesh version yet' : `mesh version ${p.meshVersion}`;
+  const inForce = p.inForce === 'file' ? `local file ${p.file} (overrides the mesh policy; ${mesh} held)` : p.inForce === 'mesh' ? mesh : "Istio's defaults (no mesh version yet)";
+  return `policy: ${inForce}${p.lastRefusal ? `; refused version ${p.lastRefusal.version}: ${p.lastRefusal.error}` : ''}`;
 }
 
 export function printAgentStatus(raw: Record<string, unknown>): void {
@@ -54,6 +71,7 @@ export function printAgentStatus(raw: Record<string, unknown>): void {
   const a = s.agent;
   out(`agent ${a.id} (node ${a.nodeName})  ${a.ready ? 'READY' : 'NOT READY'}  trust domain ${a.trustDomain}`);
   out(`server ${a.server}: ${a.serverConnected ? 'connected' : `disconnected${a.serverError ? ` (${a.serverError})` : ''}`}   inbound ${a.inbound}   admin ${a.admin}`);
+  out(policyLine(s.policy));
   out('');
   table([['SERVICE', 'ORIGIN', 'PROTOCOL', 'LOCAL APP', 'IDENTITY'], ...s.services.map((x) => [`${x.namespace}/${x.name}`, x.consulId ? `consul (${x.consulId})` : x.origin, x.protocol, x.target, x.identity])]);
   if (s.localServices) {

@@ -37,7 +37,7 @@ export const POLICY_KINDS: readonly PolicyKind[] = Object.keys(KINDS) as PolicyK
 type Path = readonly (string | number)[];
 
 /** Line of the value at `path` in one YAML document, falling back to the nearest enclosing field that has one. */
-function lineFinder(doc: Document.Parsed, lc: LineCounter): (path: Path) => number | undefined {
+export function lineFinder(doc: Document.Parsed, lc: LineCounter): (path: Path) => number | undefined {
   const lineAt = (path: Path): number | undefined => {
     const last = path[path.length - 1];
     if (typeof last === 'string') {

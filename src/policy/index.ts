@@ -2,6 +2,8 @@
 
 export { parsePolicyText, readPolicyFile, POLICY_KINDS, type PolicyDocument, type PolicyKind } from './documents';
 export { compilePolicy, type CompiledPolicy } from './compile';
+export { documentSlices, parsePolicySources, withFieldLines, type SourcedDocument } from './document-sources';
+export { documentReach, reachesNode, type DocumentReach } from './policy-reach';
 export { matchRoute, matchTcpRoute, pickWeighted, rewritePath, redirectLocation, type RouteRequest, type RouteConnection } from './route-match';
 export {
   DEFAULT_RETRY_POLICY,
@@ -35,7 +37,7 @@ export {
   type OutlierDetectionPolicy,
 } from './destination-policy';
 export { normalizeHost, formatServiceRef, serviceRefKey, sameService, DEFAULT_NAMESPACE, type ServiceRef } from './hosts';
-export { formatPolicyProblem, type PolicyProblem, type PolicyError, type DocumentOrigin } from './problems';
+export { formatPolicyProblem, throwIfProblems, type PolicyProblem, type PolicyError, type DocumentOrigin } from './problems';
 export { parseIstioDuration } from './fields';
 export { describeResource, type PolicyMetadata, type PolicyResource } from './resource';
 export { type StringMatch, type StringMatcher, type StringMatchKind } from './string-match';

@@ -1,6 +1,14 @@
 // The messages of the agent <-> server channel (JSON over WebSocket over mTLS), parsed and checked at the edge.
 
 import { MeshError } from '../errors';
+import { POLICY_DIGEST_PATTERN, type PolicyDocumentKey, type PolicyDocumentSource, type PolicyVersionRef } from './policy-digest';
+
+/**
+ * The channel protocol's version. 1: enrollment, certificates, reports. 2: policy push (`policy`, `policy-ack`,
+ * `policy-nack`). Each side says its number (`hello.protocol`, `welcome.protocol`; absent means 1), and the server
+ * pushes policy only to agents that speak 2 or later. Fields a side does not know are ignored.
+ */
+export const CHANNEL_PROTOCOL = 2;
 
 /** A local service an agent runs, as it reports it. */
 export interface ServiceRef {
@@ -8,17 +16,63 @@ export interface ServiceRef {
   readonly namespace: string;
 }
 
+/** A local service with its workload labels (what policy selectors match). */
+export interface WorkloadRef extends ServiceRef {
+  /** @default {} (older agents send none) */
+  readonly labels: Readonly<Record<string, string>>;
+}
+
+/** What an agent says when it connects. */
+export interface HelloMessage {
+  readonly type: 'hello';
+  readonly nodeName: string;
+  readonly address: string;
+  readonly services: readonly WorkloadRef[];
+  /** The services its local apps call (explicit upstreams). @default [] */
+  readonly upstreams: readonly ServiceRef[];
+  /** mesh-agent's version. */
+  readonly version: string;
+  /** @default 1 */
+  readonly protocol: number;
+  /** The mesh policy version it holds (verified, cached), if any. */
+  readonly policy?: PolicyVersionRef;
+  /** True when a local policy file is in force instead of the mesh policy. @default false */
+  readonly policyOverride: boolean;
+}
+
+/**
+ * One mesh policy version, signed: all of it (no `base`) or the changes from `base`, the version the agent holds.
+ * The signature covers (version, digest), where digest is over the whole document set after the changes.
+ */
+export interface PolicyMessage {
+  readonly type: 'policy';
+  readonly version: number;
+  readonly digest: string;
+  /** Base64 ECDSA P-256 / SHA-256 signature of the policy signing payload. */
+  readonly signature: string;
+  /** PEM certificate of the signer, spiffe://<td>/server/policy, issued by a root of the trust bundle. */
+  readonly signerCert: string;
+  readonly base?: PolicyVersionRef;
+  /** Documents added or changed (with `base`), or every document (without). */
+  readonly upserts: readonly PolicyDocumentSource[];
+  /** Documents removed since `base`. */
+  readonly removals: readonly PolicyDocumentKey[];
+}
+
 /** Agent to server. */
 export type AgentMessage =
-  | { readonly type: 'hello'; readonly nodeName: string; readonly address: string; readonly services: readonly ServiceRef[]; readonly version: string }
+  | HelloMessage
   | { readonly type: 'sign'; readonly id: number; readonly kind: 'workload' | 'node'; readonly service?: ServiceRef; readonly csr: string }
-  | { readonly type: 'report'; readonly certificates: readonly { spiffeId: string; serial: string; notAfter: string }[] };
+  | { readonly type: 'report'; readonly certificates: readonly { spiffeId: string; serial: string; notAfter: string }[] }
+  | { readonly type: 'policy-ack'; readonly version: number; readonly digest: string; readonly override: boolean }
+  | { readonly type: 'policy-nack'; readonly version: number; readonly code: string; readonly message: string; readonly holding?: PolicyVersionRef };
 
 /** Server to agent. */
 export type ServerMessage =
-  | { readonly type: 'welcome'; readonly trustDomain: string; readonly roots: readonly string[]; readonly agentId: string }
+  | { readonly type: 'welcome'; readonly trustDomain: string; readonly roots: readonly string[]; readonly agentId: string; readonly protocol: number }
   | { readonly type: 'signed'; readonly id: number; readonly cert: string }
-  | { readonly type: 'error'; readonly id?: number; readonly code: string; readonly message: string };
+  | { readonly type: 'error'; readonly id?: number; readonly code: string; readonly message: string }
+  | PolicyMessage;
 
 /** Body of POST /v1/enroll. */
 export interface EnrollRequest {
@@ -60,6 +114,51 @@ function service(v: unknown, what: string): ServiceRef {
   return { name, namespace };
 }
 
+function labels(v: unknown, what: string): Record<string, string> {
+  if (v === undefined) return {};
+  const o = obj(v, what);
+  // Only the shape is checked: the agent config validated the names, and the message size bounds the rest.
+  if (!Object.values(o).every((x) => typeof x === 'string')) throw bad(`${what} must map label names to strings`);
+  return o as Record<string, string>;
+}
+
+function workload(v: unknown, what: string): WorkloadRef {
+  return { ...service(v, what), labels: labels((v as Record<string, unknown>).labels, `${what}.labels`) };
+}
+
+function list<T>(o: Record<string, unknown>, key: string, what: string, item: (v: unknown, at: string) => T, optional = false): T[] {
+  const v = o[key];
+  if (v === undefined && optional) return [];
+  if (!Array.isArray(v)) throw bad(`${what}.${key} must be a list`);
+  return v.map((x, i) => item(x, `${what}.${key}[${i}]`));
+}
+
+function count(o: Record<string, unknown>, key: string, what: string, min: number): number {
+  const v = o[key];
+  if (!Number.isSafeInteger(v) || (v as number) < min) throw bad(`${what}.${key} must be an integer of at least ${min}`);
+  return v as number;
+}
+
+function versionRef(v: unknown, what: string): PolicyVersionRef {
+  const o = obj(v, what);
+  const digest = str(o, 'digest', what, 80);
+  if (!POLICY_DIGEST_PATTERN.test(digest)) throw bad(`${what}.digest must look like sha256:<64 hex digits>`);
+  return { version: count(o, 'version', what, 1), digest };
+}
+
+/** Policy documents may be large; the message size limit bounds them. */
+const MAX_SOURCE = 16 * 1024 * 1024;
+
+function documentKey(v: unknown, what: string): PolicyDocumentKey {
+  const o = obj(v, what);
+  return { kind: str(o, 'kind', what, 64), namespace: str(o, 'namespace', what, 63), name: str(o, 'name', what, 253) };
+}
+
+function documentSource(v: unknown, what: string): PolicyDocumentSource {
+  const o = obj(v, what);
+  return { ...documentKey(o, what), source: str(o, 'source', what, MAX_SOURCE) };
+}
+
 /** Parses JSON text from a peer. @throws MeshError MESH_ERR_BAD_REQUEST */
 export function parseJson(text: string, what: string): unknown {
   try {
@@ -79,10 +178,27 @@ export function parseAgentMessage(text: string): AgentMessage {
         type: 'hello',
         nodeName: str(o, 'nodeName', 'hello', 253),
         address: typeof o.address === 'string' ? o.address : '',
-        services: o.services.map((s, i) => service(s, `hello.services[${i}]`)),
+        services: o.services.map((s, i) => workload(s, `hello.services[${i}]`)),
+        upstreams: list(o, 'upstreams', 'hello', service, true),
         version: typeof o.version === 'string' ? o.version : 'unknown',
+        protocol: o.protocol === undefined ? 1 : count(o, 'protocol', 'hello', 1),
+        ...(o.policy !== undefined ? { policy: versionRef(o.policy, 'hello.policy') } : {}),
+        policyOverride: o.policyOverride === true,
       };
     }
+    case 'policy-ack': {
+      const digest = str(o, 'digest', 'policy-ack', 80);
+      if (!POLICY_DIGEST_PATTERN.test(digest)) throw bad('policy-ack.digest must look like sha256:<64 hex digits>');
+      return { type: 'policy-ack', version: count(o, 'version', 'policy-ack', 1), digest, override: o.override === true };
+    }
+    case 'policy-nack':
+      return {
+        type: 'policy-nack',
+        version: count(o, 'version', 'policy-nack', 1),
+        code: str(o, 'code', 'policy-nack', 64),
+        message: str(o, 'message', 'policy-nack', 16_384),
+        ...(o.holding !== undefined ? { holding: versionRef(o.holding, 'policy-nack.holding') } : {}),
+      };
     case 'sign': {
       if (!Number.isInteger(o.id)) throw bad('sign.id must be an integer');
       if (o.kind !== 'workload' && o.kind !== 'node') throw bad('sign.kind must be "workload" or "node"');
@@ -99,7 +215,7 @@ export function parseAgentMessage(text: string): AgentMessage {
       return { type: 'report', certificates };
     }
     default:
-      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign or report)`);
+      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign, report, policy-ack or policy-nack)`);
   }
 }
 
@@ -109,12 +225,32 @@ export function parseServerMessage(text: string): ServerMessage {
   switch (o.type) {
     case 'welcome':
       if (!Array.isArray(o.roots) || !o.roots.every((r) => typeof r === 'string')) throw bad('welcome.roots must be a list of PEM strings');
-      return { type: 'welcome', trustDomain: str(o, 'trustDomain', 'welcome'), roots: o.roots as string[], agentId: str(o, 'agentId', 'welcome') };
+      return {
+        type: 'welcome',
+        trustDomain: str(o, 'trustDomain', 'welcome'),
+        roots: o.roots as string[],
+        agentId: str(o, 'agentId', 'welcome'),
+        protocol: o.protocol === undefined ? 1 : count(o, 'protocol', 'welcome', 1),
+      };
     case 'signed':
       if (!Number.isInteger(o.id)) throw bad('signed.id must be an integer');
       return { type: 'signed', id: o.id as number, cert: str(o, 'cert', 'signed') };
     case 'error':
       return { type: 'error', ...(Number.isInteger(o.id) ? { id: o.id as number } : {}), code: str(o, 'code', 'error'), message: str(o, 'message', 'error') };
+    case 'policy': {
+      const digest = str(o, 'digest', 'policy', 80);
+      if (!POLICY_DIGEST_PATTERN.test(digest)) throw bad('policy.digest must look like sha256:<64 hex digits>');
+      return {
+        type: 'policy',
+        version: count(o, 'version', 'policy', 1),
+        digest,
+        signature: str(o, 'signature', 'policy', 1024),
+        signerCert: str(o, 'signerCert', 'policy'),
+        ...(o.base !== undefined ? { base: versionRef(o.base, 'policy.base') } : {}),
+        upserts: list(o, 'upserts', 'policy', documentSource),
+        removals: list(o, 'removals', 'policy', documentKey),
+      };
+    }
     default:
       throw bad(`unknown message type ${JSON.stringify(o.type)}`);
   }

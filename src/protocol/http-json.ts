@@ -15,21 +15,23 @@ const STATUS: Partial<Record<MeshErrorCode, number>> = {
   MESH_ERR_TOKEN_USED: 403,
   MESH_ERR_TOKEN_MALFORMED: 400,
   MESH_ERR_NOT_FOUND: 404,
+  MESH_ERR_POLICY_INVALID: 400,
 };
 
-/** Reads a request body of at most `limit` bytes. @throws MeshError MESH_ERR_BAD_REQUEST when larger */
+/**
+ * Reads a request body of at most `limit` bytes. A larger one is refused at once and the rest of it discarded as
+ * it arrives, so the client, still sending, gets the JSON answer instead of a reset connection.
+ * @throws MeshError MESH_ERR_BAD_REQUEST when larger
+ */
 export function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > limit) {
-        reject(new MeshError('MESH_ERR_BAD_REQUEST', `request body is larger than ${limit} bytes`));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
+      if (size <= limit) return void chunks.push(c);
+      chunks.length = 0;
+      reject(new MeshError('MESH_ERR_BAD_REQUEST', `request body is larger than ${limit} bytes`));
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
@@ -50,7 +52,9 @@ export function sendError(res: ServerResponse, err: unknown): void {
     res.destroy();
     return;
   }
-  sendJson(res, status, { error: e.toJSON() });
+  // A policy error also lists its problems one by one (file, document, line, path, message), for scripts.
+  const problems = (err as { problems?: unknown }).problems;
+  sendJson(res, status, { error: { ...e.toJSON(), ...(Array.isArray(problems) ? { problems } : {}) } });
 }
 
 /** Checks `authorization: Bearer <token>`. @throws MeshError MESH_ERR_ADMIN_AUTH */

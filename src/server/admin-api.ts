@@ -1,4 +1,4 @@
-// The server's admin HTTP API (loopback, bearer token): status, join tokens, CA. Documented in docs/api.md.
+// The server's admin HTTP API (loopback, bearer token): status, join tokens, CA, policy. Documented in docs/api.md.
 
 import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -6,13 +6,16 @@ import { formatJoinToken, hashTokenSecret, newTokenCredentials, type Certificate
 import { parseDuration } from '../config';
 import { MeshError } from '../errors';
 import { MESH_VERSION, parseJson, readBody, requireBearer, sendError, sendJson } from '../protocol';
-import type { Store } from '../store';
+import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
+import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
+import type { PolicyService } from './policy-service';
 
 /** What the admin API reads and changes. */
 export interface AdminDeps {
   readonly store: Store;
   readonly ca: CertificateAuthority;
+  readonly policy: PolicyService;
   readonly adminToken: string;
   readonly advertise: string;
   readonly listen: string;
@@ -23,12 +26,15 @@ export interface AdminDeps {
   readonly log: Logger;
 }
 
+/** The name history records for changes made with the admin token of `<dataDir>/admin-token`. */
+export const ADMIN_TOKEN_NAME = 'admin';
+
 const iso = (ms: number): string => new Date(ms).toISOString();
 const equal = (a: string, b: string): boolean => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 
 /** Builds the request handler. Every route needs the admin token. */
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const routes: Record<string, (req: IncomingMessage) => Promise<[number, unknown]> | [number, unknown]> = {
+  const routes: Record<string, (req: IncomingMessage, query: URLSearchParams) => Promise<[number, unknown]> | [number, unknown]> = {
     'GET /v1/status': () => [200, status(deps)],
     'GET /v1/ca': () => [200, caInfo(deps.ca)],
     'GET /v1/tokens': () => [
@@ -46,15 +52,39 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
       },
     ],
     'POST /v1/tokens': async (req) => [201, createToken(deps, await readBody(req))],
+    'GET /v1/policy': (_req, query) => {
+      const { filter } = parsePolicyQuery(query, 'policy query', false);
+      const found = deps.policy.documents(filter);
+      if (filter.name !== undefined && found.documents.length === 0) {
+        throw new MeshError('MESH_ERR_NOT_FOUND', `policy version ${found.version} has no ${filter.kind} ${filter.namespace ?? '<any namespace>'}/${filter.name}`);
+      }
+      return [200, { version: found.version, digest: found.digest, documents: found.documents.map(documentJson) }];
+    },
+    'GET /v1/policy/history': (_req, query) => {
+      const { filter, limit } = parsePolicyQuery(query, 'history query', true);
+      return [200, { version: deps.policy.version, versions: deps.store.policy.history(filter, limit).map(versionJson) }];
+    },
+    'POST /v1/policy/apply': async (req) => {
+      const r = parseApplyRequest(await readBody(req, MAX_APPLY_BODY_BYTES));
+      return [200, deps.policy.apply(r.files, ADMIN_TOKEN_NAME, r.dryRun)];
+    },
+    'POST /v1/policy/delete': async (req) => {
+      const r = parseDeleteRequest(await readBody(req));
+      return [200, deps.policy.remove([r.key], ADMIN_TOKEN_NAME, r.dryRun)];
+    },
+    'POST /v1/policy/rollback': async (req) => {
+      const r = parseRollbackRequest(await readBody(req));
+      return [200, deps.policy.rollback(r.to, ADMIN_TOKEN_NAME, r.dryRun)];
+    },
   };
   return (req, res) => {
     void (async () => {
       try {
         requireBearer(req, deps.adminToken, equal);
-        const path = (req.url ?? '/').split('?')[0];
-        const route = routes[`${req.method} ${path}`];
-        if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${path} (see docs/api.md)`);
-        const [code, body] = await route(req);
+        const url = new URL(req.url ?? '/', 'http://admin');
+        const route = routes[`${req.method} ${url.pathname}`];
+        if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
+        const [code, body] = await route(req, url.searchParams);
         sendJson(res, code, body);
       } catch (err) {
         sendError(res, err);
@@ -74,6 +104,7 @@ function status(deps: AdminDeps): unknown {
       advertise: deps.advertise,
       uptimeSeconds: Math.round((deps.now() - deps.startedAt) / 1000),
     },
+    policy: { version: deps.policy.version },
     agents: deps.store.agents.list().map((a) => ({
       id: a.id,
       nodeName: a.nodeName,
@@ -82,6 +113,12 @@ function status(deps: AdminDeps): unknown {
       enrolledAt: new Date(a.enrolledAt).toISOString(),
       lastSeenAt: a.lastSeenAt === null ? null : new Date(connected.has(a.id) ? deps.now() : a.lastSeenAt).toISOString(),
       services: a.services,
+      upstreams: a.upstreams,
+      policy: {
+        version: a.policyVersion,
+        override: a.policyOverride,
+        error: a.policyError && { version: a.policyError.version, message: a.policyError.message, at: iso(a.policyError.at) },
+      },
       certificates: deps.store.certificates.latestForAgent(a.id).map((c) => ({
         identity: c.spiffeId,
         kind: c.kind,
@@ -90,6 +127,14 @@ function status(deps: AdminDeps): unknown {
       })),
     })),
   };
+}
+
+function documentJson(d: StoredPolicyDocument): unknown {
+  return { kind: d.kind, namespace: d.namespace, name: d.name, version: d.sinceVersion, sha256: d.sha256, source: d.source };
+}
+
+function versionJson(v: PolicyVersionRow): unknown {
+  return { ...v, createdAt: iso(v.createdAt) };
 }
 
 function caInfo(ca: CertificateAuthority): unknown {

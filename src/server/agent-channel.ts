@@ -1,4 +1,4 @@
-// The server side of the agent channel: authenticated WebSockets over mTLS that sign certificates and record agent state.
+// The server side of the agent channel: authenticated WebSockets over mTLS that sign certificates, record agent state and carry policy.
 
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -6,9 +6,10 @@ import type { TLSSocket } from 'node:tls';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { inspectCertificate, SpiffeId, type CertificateAuthority } from '../ca';
 import { describeError, MeshError } from '../errors';
-import { parseAgentMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
+import { CHANNEL_PROTOCOL, parseAgentMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
 import type { Store } from '../store';
 import type { Logger } from '../telemetry';
+import type { PolicyDistributor, PolicySubscriber } from './policy-distributor';
 
 /** What the channel needs from the server. */
 export interface AgentChannelDeps {
@@ -16,12 +17,12 @@ export interface AgentChannelDeps {
   readonly ca: CertificateAuthority;
   readonly workloadCertTtlMs: number;
   readonly nodeCertTtlMs: number;
+  readonly policy: PolicyDistributor;
   readonly now: () => number;
   readonly log: Logger;
 }
 
-interface Session {
-  readonly agentId: string;
+interface Session extends PolicySubscriber {
   readonly ws: WebSocket;
   readonly connectedAt: number;
   services: readonly ServiceRef[];
@@ -63,12 +64,20 @@ export class AgentChannel {
   private open(agentId: string, ws: WebSocket, address: string): void {
     const previous = this.sessions.get(agentId);
     if (previous) previous.ws.close(4000, 'replaced by a newer connection');
-    const session: Session = { agentId, ws, connectedAt: this.deps.now(), services: [] };
+    const session: Session = {
+      agentId,
+      ws,
+      connectedAt: this.deps.now(),
+      services: [],
+      send: (text) => {
+        if (ws.readyState === ws.OPEN) ws.send(text);
+      },
+    };
     this.sessions.set(agentId, session);
     const log = this.deps.log.child({ agent: agentId });
     log.info('agent connected', { address });
     this.deps.store.agents.touch(agentId, this.deps.now());
-    send(ws, { type: 'welcome', trustDomain: this.deps.ca.trustDomain, roots: [this.deps.ca.root.pem], agentId });
+    send(ws, { type: 'welcome', trustDomain: this.deps.ca.trustDomain, roots: [this.deps.ca.root.pem], agentId, protocol: CHANNEL_PROTOCOL });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return send(ws, { type: 'error', code: 'MESH_ERR_BAD_REQUEST', message: 'binary frames are not part of the channel protocol' });
       try {
@@ -82,6 +91,7 @@ export class AgentChannel {
     });
     ws.on('error', (err) => log.warn('agent channel error', { error: err.message }));
     ws.on('close', () => {
+      this.deps.policy.unsubscribe(session);
       if (this.sessions.get(agentId) === session) this.sessions.delete(agentId);
       log.info('agent disconnected');
     });
@@ -90,9 +100,27 @@ export class AgentChannel {
   private handle(session: Session, msg: AgentMessage, address: string): void {
     const now = this.deps.now();
     switch (msg.type) {
-      case 'hello':
+      case 'hello': {
         session.services = msg.services;
-        this.deps.store.agents.touch(session.agentId, now, { address: msg.address || address, services: msg.services.map((s) => `${s.namespace}/${s.name}`) });
+        const refs = (list: readonly ServiceRef[]): string[] => list.map((s) => `${s.namespace}/${s.name}`);
+        this.deps.store.agents.touch(session.agentId, now, {
+          address: msg.address || address,
+          services: refs(msg.services),
+          serviceLabels: Object.fromEntries(msg.services.map((s) => [`${s.namespace}/${s.name}`, s.labels])),
+          upstreams: refs(msg.upstreams),
+        });
+        // Agents of protocol 1 know nothing of policy messages; they keep whatever they run.
+        if (msg.protocol >= 2) {
+          this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);
+          this.deps.policy.subscribe(session, msg.policy);
+        }
+        return;
+      }
+      case 'policy-ack':
+        this.deps.policy.acknowledged(session, msg.version, msg.digest, msg.override);
+        return;
+      case 'policy-nack':
+        this.deps.policy.refused(session, msg.version, `${msg.code}: ${msg.message}`, msg.holding);
         return;
       case 'report':
         this.deps.store.agents.touch(session.agentId, now);

@@ -1,12 +1,12 @@
-// The control-plane server: opens the store and CA, serves enrollment + the agent channel (TLS) and the admin API.
+// The control-plane server: opens the store and CA, serves enrollment + the agent channel (TLS, policy push) and the admin API.
 
-import { createPublicKey, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { CertificateAuthority, generatePrivateKey, inspectCertificate, privateKeyToPem, SpiffeId } from '../ca';
+import { CertificateAuthority } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
 import { parseEnrollRequest, readBody, sendError, sendJson } from '../protocol';
@@ -15,9 +15,11 @@ import { silentLogger, type Logger } from '../telemetry';
 import { createAdminHandler } from './admin-api';
 import { AgentChannel } from './agent-channel';
 import { enrollAgent } from './enrollment';
+import { PolicyDistributor } from './policy-distributor';
+import { PolicyService } from './policy-service';
+import { PolicySigner } from './policy-signer';
 import type { ServerConfig } from './server-config';
-
-const SERVER_CERT_LIFETIME_MS = 365 * 86_400_000;
+import { serverIdentity } from './server-identity';
 
 export class MeshServer {
   private store?: Store;
@@ -44,9 +46,11 @@ export class MeshServer {
     const store = (this.store = Store.open(join(config.dataDir, 'mesh.db')));
     const ca = (this.ca = this.openCa(store));
     const adminToken = this.adminToken();
-    const identity = this.serverIdentity(store, ca);
+    const identity = serverIdentity(store, ca, 'tls', this.now());
     const startedAt = this.now();
-    this.channel = new AgentChannel({ store, ca, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
+    const distributor = new PolicyDistributor({ store, signer: new PolicySigner(store, ca, this.now), now: this.now, log: this.log });
+    const policy = new PolicyService({ store, connected: () => this.channel!.connected(), committed: () => distributor.publish(), now: this.now, log: this.log });
+    this.channel = new AgentChannel({ store, ca, policy: distributor, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
 
     this.agentServer = createHttpsServer(
       { key: identity.keyPem, cert: identity.certPem, ca: [ca.root.pem], requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
@@ -64,6 +68,7 @@ export class MeshServer {
       createAdminHandler({
         store,
         ca,
+        policy,
         adminToken,
         advertise: config.advertise,
         listen: formatHostPort(config.listen),
@@ -143,22 +148,6 @@ export class MeshServer {
     chmodSync(file, 0o600);
     this.newAdminToken = token;
     return token;
-  }
-
-  /** The server's TLS certificate (SPIFFE ID spiffe://<td>/server), reissued past half life. */
-  private serverIdentity(store: Store, ca: CertificateAuthority): { certPem: string; keyPem: string } {
-    const saved = store.ca.serverIdentity();
-    if (saved) {
-      const info = inspectCertificate(saved.certPem);
-      const half = info.notBefore.getTime() + (info.notAfter.getTime() - info.notBefore.getTime()) / 2;
-      if (this.now() < half && info.x509.checkIssued(ca.root.x509)) return saved;
-    }
-    const key = generatePrivateKey();
-    const cert = ca.issue({ spiffeId: SpiffeId.server(ca.trustDomain), publicKey: createPublicKey(key), lifetimeMs: SERVER_CERT_LIFETIME_MS, dnsNames: ['localhost'] });
-    const keyPem = privateKeyToPem(key);
-    store.ca.saveServerIdentity(cert.pem, keyPem);
-    store.certificates.insert({ serial: cert.serial, spiffeId: cert.spiffeId.toString(), kind: 'server', agentId: null, notBefore: cert.notBefore.getTime(), notAfter: cert.notAfter.getTime(), issuedAt: this.now() });
-    return { certPem: cert.pem, keyPem };
   }
 
   private handleAgentHttp(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {

@@ -5,3 +5,4 @@ export type { CaRow } from './ca-repository';
 export type { TokenRow } from './token-repository';
 export type { AgentRow } from './agent-repository';
 export type { CertificateRow } from './certificate-repository';
+export type { PolicyRepository, StoredPolicyDocument, PolicyVersionRow, PolicyChangeRow, PolicyKey, PolicyOperation, PolicyChangeAction, NewPolicyVersion } from './policy-repository';

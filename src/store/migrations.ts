@@ -57,4 +57,53 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    version: 2,
+    name: 'policy versions, documents, changes and signer; agents\' labels, upstreams and policy state',
+    sql: `
+      CREATE TABLE policy_versions (
+        version       INTEGER PRIMARY KEY,
+        created_at    INTEGER NOT NULL,
+        actor         TEXT    NOT NULL,
+        operation     TEXT    NOT NULL CHECK (operation IN ('apply', 'delete', 'rollback')),
+        rollback_to   INTEGER,
+        digest        TEXT    NOT NULL,
+        documents     INTEGER NOT NULL
+      );
+      CREATE TABLE policy_documents (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind          TEXT    NOT NULL,
+        namespace     TEXT    NOT NULL,
+        name          TEXT    NOT NULL,
+        source        TEXT    NOT NULL,
+        sha256        TEXT    NOT NULL,
+        since_version INTEGER NOT NULL REFERENCES policy_versions(version),
+        until_version INTEGER REFERENCES policy_versions(version),
+        CHECK (until_version IS NULL OR until_version > since_version)
+      );
+      CREATE UNIQUE INDEX policy_documents_head ON policy_documents(kind, namespace, name) WHERE until_version IS NULL;
+      CREATE INDEX policy_documents_by_version ON policy_documents(since_version, until_version);
+      CREATE TABLE policy_changes (
+        version       INTEGER NOT NULL REFERENCES policy_versions(version),
+        kind          TEXT    NOT NULL,
+        namespace     TEXT    NOT NULL,
+        name          TEXT    NOT NULL,
+        action        TEXT    NOT NULL CHECK (action IN ('added', 'changed', 'removed')),
+        PRIMARY KEY (version, kind, namespace, name)
+      );
+      CREATE INDEX policy_changes_by_document ON policy_changes(kind, namespace, name, version);
+      CREATE TABLE policy_signer (
+        id            INTEGER PRIMARY KEY CHECK (id = 1),
+        cert_pem      TEXT    NOT NULL,
+        key_pem       TEXT    NOT NULL
+      );
+      ALTER TABLE agents ADD COLUMN service_labels_json TEXT NOT NULL DEFAULT '{}';
+      ALTER TABLE agents ADD COLUMN upstreams_json TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE agents ADD COLUMN policy_version INTEGER;
+      ALTER TABLE agents ADD COLUMN policy_override INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE agents ADD COLUMN policy_error TEXT;
+      ALTER TABLE agents ADD COLUMN policy_error_version INTEGER;
+      ALTER TABLE agents ADD COLUMN policy_error_at INTEGER;
+    `,
+  },
 ];

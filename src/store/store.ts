@@ -7,6 +7,7 @@ import { AgentRepository } from './agent-repository';
 import { CaRepository } from './ca-repository';
 import { CertificateRepository } from './certificate-repository';
 import { MIGRATIONS, type Migration } from './migrations';
+import { PolicyRepository } from './policy-repository';
 import { TokenRepository } from './token-repository';
 
 /** The control plane's durable state. One file, owned by one server process. */
@@ -15,12 +16,14 @@ export class Store {
   readonly tokens: TokenRepository;
   readonly agents: AgentRepository;
   readonly certificates: CertificateRepository;
+  readonly policy: PolicyRepository;
 
   private constructor(private readonly db: Database.Database) {
     this.ca = new CaRepository(db);
     this.tokens = new TokenRepository(db);
     this.agents = new AgentRepository(db);
     this.certificates = new CertificateRepository(db);
+    this.policy = new PolicyRepository(db);
   }
 
   /**

@@ -2,12 +2,12 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CLI, freePort, meshAgent, runMeshAgent, tempDir } from '../helpers/processes';
 
-const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['version'], ['demo']];
+const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['apply'], ['get'], ['delete'], ['history'], ['rollback'], ['version'], ['demo']];
 
 describe('mesh-agent CLI', () => {
   const tmp = tempDir();
@@ -82,6 +82,26 @@ describe('mesh-agent CLI', () => {
       assert.equal(((await res.json()) as { service: string }).service, 'api');
     } finally {
       await p.stop();
+    }
+  });
+
+  it('policy commands refuse bad arguments with usage errors (exit 2), before calling the server', async () => {
+    const none = ['--admin', '127.0.0.1:1', '--admin-token', 'x'];
+    const empty = join(tmp.dir, 'no-policy');
+    mkdirSync(empty);
+    const cases: [string[], RegExp][] = [
+      [['apply'], /apply needs at least one -f FILE\|DIR\|-/],
+      [['apply', '-f', join(tmp.dir, 'missing.yaml')], /-f .*missing\.yaml: cannot read it \(ENOENT\)/],
+      [['apply', '-f', empty], /the directory holds no \*\.yaml, \*\.yml or \*\.json file/],
+      [['get', 'gateways'], /unknown kind "gateways": expected one of VirtualService, DestinationRule, ServiceEntry, PeerAuthentication, AuthorizationPolicy/],
+      [['history', 'reviews'], /history: got "reviews", expected KIND\/NAME/],
+      [['rollback', '--to', 'last'], /--to: got "last", expected a version number/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runMeshAgent([...args, ...none]);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /MESH_ERR_USAGE/);
+      assert.match(r.stderr, message);
     }
   });
 

@@ -7,8 +7,8 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
-import { TestMesh, type AgentHandle } from '../helpers/mesh';
-import { freePort } from '../helpers/processes';
+import { TestMesh, type AgentHandle, type ServerHandle } from '../helpers/mesh';
+import { freePort, runMeshAgent } from '../helpers/processes';
 
 interface App {
   server: Server;
@@ -99,6 +99,7 @@ describe('routing and resilience through the mesh', () => {
   let v1: App;
   let v2: App;
   let a: AgentHandle;
+  let server: ServerHandle;
   let upstream = 0;
   let policyFile = '';
   const dispatcher = new Agent({ connections: 8 });
@@ -123,7 +124,7 @@ describe('routing and resilience through the mesh', () => {
   before(async () => {
     v1 = await startApp('v1');
     v2 = await startApp('v2');
-    const server = await mesh.startServer();
+    server = await mesh.startServer();
     const b1 = await mesh.startAgent('node-b1', mesh.writeConfig('b1.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices: [{ name: reviews, port: ${v1.port}, protocol: http }]\n`), { join: await mesh.token(server) });
     const b2 = await mesh.startAgent('node-b2', mesh.writeConfig('b2.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nservices: [{ name: reviews, port: ${v2.port}, protocol: http }]\n`), { join: await mesh.token(server) });
     const port = (h: AgentHandle): string => h.inbound.split(':')[1]!;
@@ -260,5 +261,18 @@ describe('routing and resilience through the mesh', () => {
     assert.match(a.proc.stderr, /spec\.http\[0\]\.route\[0\]\.weight/);
     assert.equal((await get('/direct')).body, 'answered by the mesh', 'the previous policy is still in force');
     assert.ok(reloads > 0);
+  });
+
+  it('keeps its policy file in force over the mesh policy: a pushed version is verified, held and acknowledged, not applied', async () => {
+    const meshPolicy = BASE_POLICY.replace('answered by the mesh', 'answered by the mesh policy');
+    const file = join(mesh.root, 'mesh-policy.yaml');
+    writeFileSync(file, meshPolicy);
+    const applied = await runMeshAgent(['apply', '-f', file, '--admin', server.adminAddr, '--data-dir', server.dataDir]);
+    assert.equal(applied.code, 0, applied.stderr);
+    await a.proc.waitFor(/mesh policy version held, not applied: the local policy file overrides it.*version=1/);
+    assert.equal((await get('/direct')).body, 'answered by the mesh', 'the file still decides');
+    const status = await runMeshAgent(['status', '-o', 'json', '--admin', server.adminAddr, '--data-dir', server.dataDir]);
+    const nodeA = (JSON.parse(status.stdout) as { agents: { nodeName: string; policy: { version: number; override: boolean } }[] }).agents.find((x) => x.nodeName === 'node-a')!;
+    assert.deepEqual(nodeA.policy, { version: 1, override: true, error: null });
   });
 });

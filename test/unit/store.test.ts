@@ -12,6 +12,7 @@ import Database from 'better-sqlite3';
 import { CertificateAuthority, hashTokenSecret, newTokenCredentials, parseJoinToken } from '../../src/ca';
 import { isMeshError, type MeshErrorCode } from '../../src/errors';
 import { createAdminHandler } from '../../src/server/admin-api';
+import { PolicyService } from '../../src/server/policy-service';
 import { MIGRATIONS, Store, type Migration } from '../../src/store';
 import { silentLogger } from '../../src/telemetry';
 
@@ -58,7 +59,9 @@ async function failsWithMesh(p: Promise<unknown> | (() => unknown), code: MeshEr
   else await assert.rejects(p, check);
 }
 
-const V2: Migration = { version: 2, name: 'extra table', sql: 'CREATE TABLE extra (x INTEGER);' };
+/** The program's newest schema, and one step past it (a newer program). */
+const CURRENT = MIGRATIONS.at(-1)!.version;
+const NEXT: Migration = { version: CURRENT + 1, name: 'extra table', sql: 'CREATE TABLE extra (x INTEGER);' };
 
 describe('Store.open', () => {
   test('creates the file with mode 0600 even under a permissive umask', () => {
@@ -104,33 +107,33 @@ describe('Store.open', () => {
     const s = openStore(file);
     s.tokens.insert({ id: '0000000a', secretHash: hashTokenSecret('y'.repeat(32)), description: 'keep me', createdAt: 1, expiresAt: null, maxUses: 1 });
     s.close();
-    const s2 = openStore(file, [...MIGRATIONS, V2]);
-    assert.equal(s2.schemaVersion, 2);
+    const s2 = openStore(file, [...MIGRATIONS, NEXT]);
+    assert.equal(s2.schemaVersion, CURRENT + 1);
     assert.equal(s2.tokens.get('0000000a')?.description, 'keep me');
     s2.close();
     assert.deepEqual(
       peek(file, (db) => db.prepare('SELECT version FROM schema_migrations ORDER BY version').pluck().all()),
-      [1, 2],
+      [...MIGRATIONS.map((m) => m.version), CURRENT + 1],
     );
   });
 
   test('a store with a schema newer than the code is refused with MESH_ERR_STORE, and left as it was', async () => {
     const file = freshFile();
-    openStore(file, [...MIGRATIONS, V2]).close();
-    await failsWithMesh(() => Store.open(file), 'MESH_ERR_STORE', /schema version 2 is newer than this mesh-agent understands \(1\)/);
+    openStore(file, [...MIGRATIONS, NEXT]).close();
+    await failsWithMesh(() => Store.open(file), 'MESH_ERR_STORE', new RegExp(`schema version ${CURRENT + 1} is newer than this mesh-agent understands \\(${CURRENT}\\)`));
     // Nothing was changed or left locked: the newer program still opens it.
-    const again = openStore(file, [...MIGRATIONS, V2]);
-    assert.equal(again.schemaVersion, 2);
+    const again = openStore(file, [...MIGRATIONS, NEXT]);
+    assert.equal(again.schemaVersion, CURRENT + 1);
   });
 
   test('a failing migration is rolled back whole and reported as MESH_ERR_STORE', async () => {
     const file = freshFile();
     openStore(file).close();
-    const broken: Migration = { version: 2, name: 'broken', sql: 'CREATE TABLE half (x INTEGER); CREATE TABL oops;' };
+    const broken: Migration = { version: CURRENT + 1, name: 'broken', sql: 'CREATE TABLE half (x INTEGER); CREATE TABL oops;' };
     await failsWithMesh(() => Store.open(file, [...MIGRATIONS, broken]), 'MESH_ERR_STORE', /cannot migrate store/);
     peek(file, (db) => {
       assert.equal(db.prepare("SELECT COUNT(*) FROM sqlite_master WHERE name = 'half'").pluck().get(), 0);
-      assert.equal(db.prepare('SELECT MAX(version) FROM schema_migrations').pluck().get(), 1);
+      assert.equal(db.prepare('SELECT MAX(version) FROM schema_migrations').pluck().get(), CURRENT);
     });
   });
 
@@ -153,6 +156,7 @@ describe('join tokens in the store', () => {
       createAdminHandler({
         store,
         ca,
+        policy: new PolicyService({ store, connected: () => new Map(), committed: () => {}, now: Date.now, log: silentLogger }),
         adminToken: 'admin-secret',
         advertise: '127.0.0.1:15010',
         listen: '127.0.0.1:15010',
