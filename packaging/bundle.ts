@@ -88,7 +88,7 @@ function __load(id) {
   const cached = __cache[id];
   if (cached) return cached.exports;
   const [map, fn] = __modules[id];
-  const module = { id, exports: {}, loaded: false };
+  const module = { exports: {} };
   __cache[id] = module;
   const dirname = id.includes('/') ? id.slice(0, id.lastIndexOf('/')) : '.';
   const req = (spec) => {
@@ -98,8 +98,6 @@ function __load(id) {
     err.code = 'MODULE_NOT_FOUND';
     throw err;
   };
-  req.cache = __cache;
   fn.call(module.exports, module.exports, req, module, '/mesh-agent/' + id, '/mesh-agent/' + dirname);
-  module.loaded = true;
   return module.exports;
 }`;
