@@ -98,6 +98,8 @@ export function buildDeb(opts: { binary?: BuiltBinary; version?: string; out?: s
   const md5 = files.filter((f) => !CONFFILES.includes(`/${f}`)).map((f) => `${createHash('md5').update(readFileSync(join(stage, f))).digest('hex')}  ${f}`);
   put(stage, 'DEBIAN/md5sums', `${md5.join('\n')}\n`, 0o644);
   for (const script of ['postinst', 'prerm', 'postrm']) put(stage, `DEBIAN/${script}`, readFileSync(join(DEB, script)), 0o755);
+  // Directories as dpkg and lintian expect them whatever the umask (dpkg-deb refuses a DEBIAN/ that is not 0755).
+  for (const dir of ['', 'DEBIAN', ...dirs]) chmodSync(join(stage, dir), 0o755);
 
   const path = join(out, `mesh-agent_${version}_amd64.deb`);
   if (existsSync(path)) rmSync(path);
