@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests use (openssl for `openssl verify`, systemd for `systemd-analyze verify`), when they are missing.
+# Installs the Debian packages the tests use, when they are missing: openssl (`openssl verify`), systemd (`systemd-analyze
+# verify`), and for the single-file binary and the .deb: binutils (strip), dpkg-dev (dpkg-shlibdeps), lintian, and the
+# compiler and make that node-gyp needs to build better-sqlite3 for the binary's Node.js.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v strip >/dev/null || need+=(binutils)
+command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
+command -v lintian >/dev/null || need+=(lintian)
+command -v g++ >/dev/null || need+=(g++)
+command -v make >/dev/null || need+=(make)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "the tests need: ${need[*]} — install them with: sudo apt-get install -y ${need[*]}" >&2

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { adminCall } from './admin-client';
+import { selfArgs, selfCommandLine } from './self-command';
 
 interface Child {
   readonly name: string;
@@ -16,7 +17,7 @@ const say = (s = ''): boolean => process.stdout.write(`${s}\n`);
 
 /** Starts `mesh-agent <args>` as a child, logging to <dir>/<name>.log; resolves when a stdout line matches `readyLine`. */
 function startChild(name: string, args: string[], dir: string, readyLine: RegExp, children: Child[]): Promise<Child> {
-  const proc = spawn(process.execPath, [join(__dirname, 'main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, selfArgs(args), { stdio: ['ignore', 'pipe', 'pipe'] });
   const child = { name, proc };
   children.push(child);
   const log = createWriteStream(join(dir, `${name}.log`));
@@ -119,8 +120,8 @@ export async function runDemo(opts: { basePort: number; dataDir?: string }): Pro
     say('');
     say(`"upstream.meshCaller" is the SPIFFE ID agent B verified on the mTLS connection and passed to api`);
     say('as x-forwarded-client-cert. More:');
-    say(`  node ${join(__dirname, 'main.js')} status --admin 127.0.0.1:${ports.admin} --data-dir ${serverDir}`);
-    say(`  node ${join(__dirname, 'main.js')} status --agent 127.0.0.1:${ports.aAdmin} --state-dir ${join(dir, 'node-a-state')}`);
+    say(`  ${selfCommandLine(['status', '--admin', `127.0.0.1:${ports.admin}`, '--data-dir', serverDir])}`);
+    say(`  ${selfCommandLine(['status', '--agent', `127.0.0.1:${ports.aAdmin}`, '--state-dir', join(dir, 'node-a-state')])}`);
     say('');
     say('Press Ctrl-C to stop everything.');
     for (const c of children) {

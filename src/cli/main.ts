@@ -3,7 +3,7 @@
 import { Command, Option } from 'commander';
 import { loadAgentConfig, MeshAgent, type AgentConfig } from '../agent';
 import { describeError, MeshError } from '../errors';
-import { MESH_VERSION } from '../protocol';
+import { MESH_COMMIT, MESH_VERSION } from '../protocol';
 import { loadServerConfig, MeshServer } from '../server';
 import { createLogger, type LogFormat } from '../telemetry';
 import { adminCall, type AdminFlags } from './admin-client';
@@ -149,13 +149,13 @@ export function buildProgram(): Command {
 
   program
     .command('version')
-    .description('print the version')
+    .description('print the version, the git commit of a release build, and the Node.js version running it')
     .addOption(output())
     .addHelpText('after', examples(['mesh-agent version', 'mesh-agent version -o json']))
     .action((opts: { output: string }) => {
-      const v = { version: MESH_VERSION, node: process.version, platform: `${process.platform}-${process.arch}` };
+      const v = { version: MESH_VERSION, commit: MESH_COMMIT, node: process.version, platform: `${process.platform}-${process.arch}` };
       if (opts.output === 'json') json(v);
-      else process.stdout.write(`mesh-agent ${v.version} (node ${v.node}, ${v.platform})\n`);
+      else process.stdout.write(`mesh-agent ${v.version} (commit ${v.commit ?? 'unknown: built from source'}, node ${v.node}, ${v.platform})\n`);
     });
 
   program

@@ -1,7 +1,8 @@
-// The program's version, read once from package.json.
+// The program's version (package.json, or embedded in a release build) and, for release builds, the git commit.
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { RELEASE_BUILD } from './release-build';
 
 function readVersion(): string {
   for (const up of ['../../..', '../..']) {
@@ -14,4 +15,7 @@ function readVersion(): string {
   return '0.0.0';
 }
 
-export const MESH_VERSION = readVersion();
+export const MESH_VERSION = RELEASE_BUILD?.version ?? readVersion();
+
+/** The git commit a release build was made from (with `-dirty` if the tree had changes); null when running from source or npm. */
+export const MESH_COMMIT = RELEASE_BUILD?.commit ?? null;

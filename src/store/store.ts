@@ -1,6 +1,7 @@
 // The server's SQLite store: opened in WAL mode, migrated on open, every write in a transaction.
 
 import { chmodSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MeshError } from '../errors';
 import { AgentRepository } from './agent-repository';
@@ -8,6 +9,7 @@ import { CaRepository } from './ca-repository';
 import { CertificateRepository } from './certificate-repository';
 import { MIGRATIONS, type Migration } from './migrations';
 import { PolicyRepository } from './policy-repository';
+import { sqliteAddon } from './native-addon';
 import { TokenRepository } from './token-repository';
 
 /** The control plane's durable state. One file, owned by one server process. */
@@ -34,7 +36,8 @@ export class Store {
     const isNew = !existsSync(file);
     let db: Database.Database;
     try {
-      db = new Database(file);
+      const nativeBinding = sqliteAddon(dirname(file)) as string | undefined; // the types know only the path form; an addon object is accepted too
+      db = nativeBinding ? new Database(file, { nativeBinding }) : new Database(file);
       if (isNew) chmodSync(file, 0o600);
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');

@@ -47,7 +47,8 @@ export class TestMesh {
   private readonly cleanupDir: () => void;
   private readonly procs: Proc[] = [];
 
-  constructor() {
+  /** `binary`: run this single-file build instead of the compiled CLI under the current node. */
+  constructor(private readonly binary?: string) {
     const t = tempDir();
     this.root = t.dir;
     this.cleanupDir = t.cleanup;
@@ -59,14 +60,14 @@ export class TestMesh {
   }
 
   async startServer(extra: string[] = [], dataDir = join(this.root, 'server')): Promise<ServerHandle> {
-    const proc = this.track(meshAgent('server', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...extra]));
+    const proc = this.track(meshAgent('server', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...extra], {}, this.binary));
     const m = await proc.waitFor(/server ready: agents on ([\d.]+:\d+), admin on http:\/\/([\d.]+:\d+), CA (sha256:[0-9a-f]+)/);
     return { proc, dataDir, agentAddr: m[1]!, adminAddr: m[2]!, fingerprint: m[3]! };
   }
 
   /** Creates a join token through the CLI; the server's advertise address is its bound agent port. */
   async token(server: ServerHandle, opts: { ttl?: string; uses?: number } = {}): Promise<string> {
-    const r = await runMeshAgent(['token', 'create', '--admin', server.adminAddr, '--data-dir', server.dataDir, '--server', server.agentAddr, '--ttl', opts.ttl ?? '10m', '--uses', String(opts.uses ?? 1), '-o', 'json']);
+    const r = await runMeshAgent(['token', 'create', '--admin', server.adminAddr, '--data-dir', server.dataDir, '--server', server.agentAddr, '--ttl', opts.ttl ?? '10m', '--uses', String(opts.uses ?? 1), '-o', 'json'], {}, this.binary);
     if (r.code !== 0) throw new Error(`token create failed: ${r.stderr}`);
     return (JSON.parse(r.stdout) as { token: string }).token;
   }
@@ -82,7 +83,7 @@ export class TestMesh {
   async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[] } = {}): Promise<AgentHandle> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
     const args = ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : []), ...(opts.extra ?? [])];
-    const proc = this.track(meshAgent(name, args));
+    const proc = this.track(meshAgent(name, args, {}, this.binary));
     const m = await proc.waitFor(/agent ready: node \S+, inbound ([\d.]+:\d+), admin ([\d.]+:\d+)/);
     return { proc, stateDir, configFile, inbound: m[1]!, admin: m[2]! };
   }
@@ -105,7 +106,7 @@ export class TestMesh {
   /** Starts an agent that is expected to fail; resolves with its exit code and output. */
   async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string } = {}): Promise<{ code: number | null; stderr: string }> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
-    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])]));
+    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])], {}, this.binary));
     const code = await proc.exited;
     return { code, stderr: proc.stderr };
   }

@@ -72,14 +72,15 @@ export class Proc {
   }
 }
 
-/** Runs `mesh-agent <args>` (the compiled CLI under the current node). */
-export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  return new Proc(name, spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+/** Runs `mesh-agent <args>`: the compiled CLI under the current node, or `binary` (a single-file build) when given. */
+export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}, binary?: string): Proc {
+  const [cmd, argv] = binary ? [binary, args] : [process.execPath, [CLI, ...args]];
+  return new Proc(name, spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
 }
 
 /** Runs a command to completion. */
-export async function runMeshAgent(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = meshAgent(`mesh-agent ${args[0]}`, args, env);
+export async function runMeshAgent(args: string[], env: NodeJS.ProcessEnv = {}, binary?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = meshAgent(`mesh-agent ${args[0]}`, args, env, binary);
   const code = await p.exited;
   return { code, stdout: p.stdout, stderr: p.stderr };
 }
