@@ -10,6 +10,7 @@ import { adminCall, type AdminFlags } from './admin-client';
 import { agentStatus } from './agent-admin-client';
 import { adminOptions, examples, json, output } from './command-helpers';
 import { runDemo } from './demo';
+import { addExplainCommand } from './explain-command';
 import { addPolicyCommands } from './policy-commands';
 import { printAgentStatus, printServerStatus } from './status-output';
 import { runUntilSignal } from './run-until-signal';
@@ -146,6 +147,7 @@ export function buildProgram(): Command {
   });
 
   addPolicyCommands(program);
+  addExplainCommand(program);
 
   program
     .command('version')

@@ -55,3 +55,4 @@ export { AuthorizationIndex, WorkloadAuthorization, DRY_RUN_ANNOTATION, describe
 export { normalizeAuthzPath, type AuthzRequest, type AuthzHttp } from './authz-match';
 export { PeerAuthenticationIndex, acceptsMtls, acceptsPlaintext, DEFAULT_MTLS_MODE, type EffectiveMtlsMode, type MtlsModeDecision } from './peer-auth-mode';
 export { ROOT_NAMESPACE, selectorMatches, workloadOf, type Workload } from './workload';
+export { explainRequest, type ExplainQuery, type ExplainResult, type ExplainDestination } from './explain';

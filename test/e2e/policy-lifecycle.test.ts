@@ -167,6 +167,20 @@ describe('policy lifecycle through real agents', () => {
     assert.equal(json.documents[0]!.source, VS_JASON_V2);
   });
 
+  it('explain answers from the server\'s current version with the routing the agents apply', async () => {
+    const jason = JSON.parse((await cli(['explain', '--from', 'productpage', '--to', 'reviews', 'GET', '/', '-H', 'end-user: jason', '-o', 'json'])).stdout) as {
+      route: { source: string; rule: number; destinations: { service: string; subset: string }[] };
+      mtls: { mode: string };
+      authorization: { allowed: boolean };
+    };
+    assert.equal(jason.route.source, 'VirtualService reviews.default');
+    assert.deepEqual(jason.route.destinations.map((d) => [d.service, d.subset]), [['reviews.default', 'v2']], 'the same subset the request above reached');
+    assert.equal(jason.mtls.mode, 'STRICT');
+    assert.equal(jason.authorization.allowed, true);
+    const other = (await cli(['explain', '--from', 'productpage', '--to', 'reviews', 'GET', '/'])).stdout;
+    assert.match(other, /destination: {2}reviews\.default subset v1/);
+  });
+
   it('apply --dry-run says what would change and whom it would reach, and stores nothing', async () => {
     const file = join(mesh.root, 'fault.yaml');
     writeFileSync(file, VS_FAULT);
