@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use (openssl for `openssl verify`, systemd for `systemd-analyze verify`), when they are missing.
+# As root, also what the several-host and failure tests use (they are skipped for other users): iproute2 for
+# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+if [ "$(id -u)" -eq 0 ]; then
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v tcpdump >/dev/null || need+=(tcpdump)
+  command -v curl >/dev/null || need+=(curl)
+  command -v nsenter >/dev/null || need+=(util-linux)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "the tests need: ${need[*]} — install them with: sudo apt-get install -y ${need[*]}" >&2

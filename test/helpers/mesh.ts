@@ -58,10 +58,10 @@ export class TestMesh {
   }
 
   /** Starts an agent and waits until it is ready (all certificates issued). */
-  async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[] } = {}): Promise<AgentHandle> {
+  async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[]; wrap?: readonly string[] } = {}): Promise<AgentHandle> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
     const args = ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : []), ...(opts.extra ?? [])];
-    const proc = this.track(meshAgent(name, args));
+    const proc = this.track(meshAgent(name, args, {}, opts.wrap));
     const m = await proc.waitFor(/agent ready: node \S+, inbound ([\d.]+:\d+), admin ([\d.]+:\d+)/);
     return { proc, stateDir, configFile, inbound: m[1]!, admin: m[2]! };
   }

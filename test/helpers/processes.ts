@@ -72,9 +72,13 @@ export class Proc {
   }
 }
 
-/** Runs `mesh-agent <args>` (the compiled CLI under the current node). */
-export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  return new Proc(name, spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+/**
+ * Runs `mesh-agent <args>` (the compiled CLI under the current node). `wrap` is a command the CLI runs under, such as
+ * `['ip', 'netns', 'exec', 'ns1']`; it must exec the CLI in place, so that signals reach the agent itself.
+ */
+export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}, wrap: readonly string[] = []): Proc {
+  const argv = [...wrap, process.execPath, CLI, ...args];
+  return new Proc(name, spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
 }
 
 /** Runs a command to completion. */
