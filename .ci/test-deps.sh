@@ -2,6 +2,8 @@
 # Installs the Debian packages the tests use, when they are missing: openssl (`openssl verify`), systemd (`systemd-analyze
 # verify`), and for the single-file binary and the .deb: binutils (strip), dpkg-dev (dpkg-shlibdeps), lintian, and the
 # compiler and make that node-gyp needs to build better-sqlite3 for the binary's Node.js.
+# As root, also what the several-host and failure tests use (they are skipped for other users): iproute2 for
+# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter.
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -11,6 +13,12 @@ command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v lintian >/dev/null || need+=(lintian)
 command -v g++ >/dev/null || need+=(g++)
 command -v make >/dev/null || need+=(make)
+if [ "$(id -u)" -eq 0 ]; then
+  command -v ip >/dev/null || need+=(iproute2)
+  command -v tcpdump >/dev/null || need+=(tcpdump)
+  command -v curl >/dev/null || need+=(curl)
+  command -v nsenter >/dev/null || need+=(util-linux)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "the tests need: ${need[*]} — install them with: sudo apt-get install -y ${need[*]}" >&2

@@ -76,8 +76,12 @@ export class CertificateManager extends EventEmitter implements CredentialStore 
   setRoots(roots: readonly string[]): void {
     if (roots.join('') === this.roots.join('')) return;
     this.roots = roots;
-    this.state.write('roots.pem', roots.join(''));
     for (const m of this.managed.values()) if (m.keyPem && m.cert) m.context = this.makeContext(m.keyPem, m.cert.pem);
+    try {
+      this.state.write('roots.pem', roots.join(''));
+    } catch (err) {
+      this.log.error('cannot save the new trust bundle in the state dir; using it from memory', { error: describeError(err) });
+    }
   }
 
   /** Starts managing an identity: reuse the saved certificate while it is before half life, else get one now. */
@@ -164,13 +168,11 @@ export class CertificateManager extends EventEmitter implements CredentialStore 
       if (this.closed) return;
       const keyPem = privateKeyToPem(key);
       if (m.cert) m.renewals++;
-      this.state.write(`${m.file}.key`, keyPem, 0o600);
-      this.state.write(`${m.file}.crt`, certPem, 0o644);
       m.keyPem = keyPem;
       m.cert = cert;
       // New connections pick up the new context; open ones keep the one they handshook with.
       m.context = this.makeContext(keyPem, certPem);
-      m.lastError = undefined;
+      m.lastError = this.save(m, keyPem, certPem);
       m.backoff.reset();
       this.log.info('certificate issued', { identity: m.identity.toString(), serial: cert.serial, notAfter: cert.notAfter.toISOString() });
       this.emit('rotated', m.identity.toString(), cert);
@@ -183,6 +185,24 @@ export class CertificateManager extends EventEmitter implements CredentialStore 
       const waiting = !m.cert && isMeshError(err, 'MESH_ERR_SERVER_UNREACHABLE');
       (waiting ? this.log.info : this.log.warn)(waiting ? 'waiting for the server to issue a certificate' : 'certificate request failed, will retry', { identity: m.identity.toString(), inMs: wait, error: m.lastError });
       this.schedule(m, wait);
+    }
+  }
+
+  /**
+   * Saves a new key and certificate. A state dir that cannot take them (full, read-only) must not undo the renewal:
+   * the new pair serves from memory, and the error is logged and shown in status. Returns that error, if any.
+   */
+  private save(m: Managed, keyPem: string, certPem: string): string | undefined {
+    try {
+      this.state.writeAll([
+        { name: `${m.file}.key`, content: keyPem, mode: 0o600 },
+        { name: `${m.file}.crt`, content: certPem, mode: 0o644 },
+      ]);
+      return undefined;
+    } catch (err) {
+      const error = describeError(err);
+      this.log.error('cannot save the renewed certificate in the state dir; serving it from memory (a restart loads the saved one, or requests a new one)', { identity: m.identity.toString(), error });
+      return error;
     }
   }
 

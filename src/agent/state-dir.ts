@@ -23,7 +23,7 @@ export class StateDir {
       mkdirSync(join(dir, 'workloads'), { recursive: true, mode: 0o700 });
       chmodSync(dir, 0o700);
     } catch (err) {
-      throw new MeshError('MESH_ERR_STATE_DIR', `cannot create state dir ${dir}: ${(err as Error).message}`, { cause: err });
+      throw new MeshError('MESH_ERR_STATE_DIR', `cannot use state dir ${dir}, which must be a writable directory: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -50,8 +50,13 @@ export class StateDir {
     throw new MeshError('MESH_ERR_STATE_DIR', `cannot lock ${file}`);
   }
 
+  /** Releases the lock. On a dir that turned read-only the file stays; the next start takes it over (this pid is gone). */
   unlock(): void {
-    if (this.locked) rmSync(join(this.dir, 'agent.lock'), { force: true });
+    try {
+      if (this.locked) rmSync(join(this.dir, 'agent.lock'), { force: true });
+    } catch {
+      // see above
+    }
     this.locked = false;
   }
 
@@ -81,16 +86,39 @@ export class StateDir {
     }
   }
 
-  /** Writes `name` atomically with `mode` (0600 for keys and tokens). */
+  /** Writes `name` atomically with `mode` (0600 for keys and tokens). @throws MeshError MESH_ERR_STATE_DIR */
   write(name: string, content: string, mode = 0o644): void {
-    const file = join(this.dir, name);
-    const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+    this.writeAll([{ name, content, mode }]);
+  }
+
+  /**
+   * Writes several files that belong together (a key and its certificate): every one goes to a temporary file first,
+   * and only when all are written are they renamed into place, so a full disk leaves the old set whole.
+   * @throws MeshError MESH_ERR_STATE_DIR
+   */
+  writeAll(files: readonly { name: string; content: string; mode: number }[]): void {
+    const staged = files.map((f) => ({ ...f, file: join(this.dir, f.name), tmp: `${join(this.dir, f.name)}.${randomBytes(4).toString('hex')}.tmp` }));
+    let current = staged[0]!;
     try {
-      writeFileSync(tmp, content, { mode });
-      chmodSync(tmp, mode);
-      renameSync(tmp, file);
+      for (const f of staged) {
+        current = f;
+        writeFileSync(f.tmp, f.content, { mode: f.mode });
+        chmodSync(f.tmp, f.mode);
+      }
+      for (const f of staged) {
+        current = f;
+        renameSync(f.tmp, f.file);
+      }
     } catch (err) {
-      throw new MeshError('MESH_ERR_STATE_DIR', `cannot write ${file}: ${(err as Error).message}`, { cause: err });
+      // A full disk can leave parts of temporary files behind; a read-only one refuses this too (the error says why).
+      for (const f of staged) {
+        try {
+          rmSync(f.tmp, { force: true });
+        } catch {
+          // see above
+        }
+      }
+      throw new MeshError('MESH_ERR_STATE_DIR', `cannot write ${current.file}: ${(err as Error).message}`, { cause: err });
     }
   }
 

@@ -60,7 +60,7 @@ export class TestMesh {
   }
 
   async startServer(extra: string[] = [], dataDir = join(this.root, 'server')): Promise<ServerHandle> {
-    const proc = this.track(meshAgent('server', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...extra], {}, this.binary));
+    const proc = this.track(meshAgent('server', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', ...extra], {}, { binary: this.binary }));
     const m = await proc.waitFor(/server ready: agents on ([\d.]+:\d+), admin on http:\/\/([\d.]+:\d+), CA (sha256:[0-9a-f]+)/);
     return { proc, dataDir, agentAddr: m[1]!, adminAddr: m[2]!, fingerprint: m[3]! };
   }
@@ -80,10 +80,10 @@ export class TestMesh {
   }
 
   /** Starts an agent and waits until it is ready (all certificates issued). */
-  async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[] } = {}): Promise<AgentHandle> {
+  async startAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; extra?: string[]; wrap?: readonly string[] } = {}): Promise<AgentHandle> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
     const args = ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : []), ...(opts.extra ?? [])];
-    const proc = this.track(meshAgent(name, args, {}, this.binary));
+    const proc = this.track(meshAgent(name, args, {}, { binary: this.binary, wrap: opts.wrap }));
     const m = await proc.waitFor(/agent ready: node \S+, inbound ([\d.]+:\d+), admin ([\d.]+:\d+)/);
     return { proc, stateDir, configFile, inbound: m[1]!, admin: m[2]! };
   }
@@ -106,7 +106,7 @@ export class TestMesh {
   /** Starts an agent that is expected to fail; resolves with its exit code and output. */
   async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string } = {}): Promise<{ code: number | null; stderr: string }> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
-    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])], {}, this.binary));
+    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])], {}, { binary: this.binary }));
     const code = await proc.exited;
     return { code, stderr: proc.stderr };
   }

@@ -72,15 +72,19 @@ export class Proc {
   }
 }
 
-/** Runs `mesh-agent <args>`: the compiled CLI under the current node, or `binary` (a single-file build) when given. */
-export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}, binary?: string): Proc {
-  const [cmd, argv] = binary ? [binary, args] : [process.execPath, [CLI, ...args]];
-  return new Proc(name, spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
+/**
+ * Runs `mesh-agent <args>`: the compiled CLI under the current node, or `binary` (a single-file build) when given.
+ * `wrap` is a command the CLI runs under, such as `['ip', 'netns', 'exec', 'ns1']`; it must exec the CLI in place, so
+ * that signals reach the agent itself.
+ */
+export function meshAgent(name: string, args: string[], env: NodeJS.ProcessEnv = {}, launch: { binary?: string; wrap?: readonly string[] } = {}): Proc {
+  const argv = [...(launch.wrap ?? []), ...(launch.binary ? [launch.binary] : [process.execPath, CLI]), ...args];
+  return new Proc(name, spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } }));
 }
 
 /** Runs a command to completion. */
 export async function runMeshAgent(args: string[], env: NodeJS.ProcessEnv = {}, binary?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const p = meshAgent(`mesh-agent ${args[0]}`, args, env, binary);
+  const p = meshAgent(`mesh-agent ${args[0]}`, args, env, { binary });
   const code = await p.exited;
   return { code, stdout: p.stdout, stderr: p.stderr };
 }

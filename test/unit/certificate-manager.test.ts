@@ -4,7 +4,7 @@ import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createPrivateKey } from 'node:crypto';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CertificateManager, type Signer } from '../../src/agent/certificate-manager';
@@ -133,6 +133,29 @@ describe('CertificateManager', () => {
     assert.notEqual(h.mgr.contextFor(NODE), ctxBefore);
     // And the next renewal is at the new certificate's half life.
     assert.deepEqual(h.clock.pendingDueTimes(), [second.notBefore.getTime() + 5_000]);
+  });
+
+  test('a state dir that refuses the renewed files does not undo the renewal: it serves from memory, and says why', async () => {
+    const h = harness({ lifetimeMs: 10_000 });
+    h.mgr.manage('workload', WEB, WEB_REF);
+    const first = await advanceAndRotate(h, 0);
+    // A real write error that root cannot bypass: "workloads" is a file, so nothing can be created inside it.
+    renameSync(join(h.dir, 'workloads'), join(h.dir, 'workloads.saved'));
+    writeFileSync(join(h.dir, 'workloads'), '');
+    const ctxBefore = h.mgr.contextFor(WEB);
+    const second = await advanceAndRotate(h, 5_000);
+    assert.notEqual(second.serial, first.serial);
+    assert.equal(serialOf(h, WEB), second.serial, 'the renewed certificate is in use');
+    assert.notEqual(h.mgr.contextFor(WEB), ctxBefore, 'new connections present it');
+    assert.match(h.mgr.status()[0]!.lastError ?? '', /^MESH_ERR_STATE_DIR: cannot write .*workloads\/default\.web\.key.*ENOTDIR/);
+    assert.deepEqual(h.clock.pendingDueTimes(), [second.notBefore.getTime() + 5_000], 'the next renewal at its half life, as usual');
+
+    // The dir is writable again: the next renewal is saved, and the error clears.
+    rmSync(join(h.dir, 'workloads'));
+    renameSync(join(h.dir, 'workloads.saved'), join(h.dir, 'workloads'));
+    const third = await advanceAndRotate(h, 5_000);
+    assert.equal(inspectCertificate(h.state.read('workloads/default.web.crt')!).serial, third.serial);
+    assert.equal(h.mgr.status()[0]!.lastError, null);
   });
 
   test('a failing signer is retried with growing backoff while the old certificate stays in use', async () => {

@@ -173,6 +173,8 @@ export class Http1Session implements UpstreamOwner {
     this.respSeen = false;
     this.resp = Resp.Connecting;
     const per = this.decision?.retry?.perTryTimeoutMs;
+    // A replay after the keep-alive race comes here with the first try's timer still set: one timer per try.
+    this.clearTryTimer();
     if (per) this.tryTimer = setTimeout(() => this.timedOut(true), per);
     const got = target.pool.acquire(target.endpoint, this, fresh);
     if (got instanceof Promise) {
