@@ -27,7 +27,7 @@ export function testOnNode24(): number {
   replace(sqliteAddonFor(nodeDir, ROOT));
   try {
     process.stdout.write(`npm test on Node.js v${SEA_NODE.version} (${nodeDir})\n`);
-    const r = spawnSync('npm', ['test'], { cwd: ROOT, stdio: 'inherit', env: { ...process.env, MESH_TEST_SECOND_PASS: '1', PATH: `${join(nodeDir, 'bin')}:${process.env.PATH}` } });
+    const r = spawnSync('npm', ['test'], { cwd: ROOT, stdio: 'inherit', env: { ...process.env, MESH_TEST_SECOND_PASS: '1', MESH_FAILURE_SECONDS: process.env.MESH_FAILURE_SECONDS ?? '6', PATH: `${join(nodeDir, 'bin')}:${process.env.PATH}` } });
     return r.status ?? 1;
   } finally {
     replace(saved);
