@@ -225,8 +225,9 @@ export class ConnectionPool {
   release(c: UpstreamConnection, reusable: boolean): void {
     c.owner = null;
     if (c.closed) return;
-    const retire = !reusable || (this.maxRequests > 0 && c.requests >= this.maxRequests) || c.generation !== this.generation();
-    if (!retire && this.waiters.length > 0) {
+    const retire = !reusable || (this.maxRequests > 0 && c.requests >= this.maxRequests);
+    // A waiter gets the connection at once, so it is checked here; an idle one is checked by acquire() when taken.
+    if (!retire && this.waiters.length > 0 && c.generation === this.generation()) {
       const i = this.waiters.findIndex((w) => w.key === c.key);
       if (i >= 0) {
         const w = this.unqueue(i);
