@@ -144,20 +144,6 @@ export class FieldReader {
     return hp ?? this.bad(key, v, 'an address "host:port" such as "127.0.0.1:15010"', fallback);
   }
 
-  /** A mapping of text to text (numbers and booleans are taken as their text); an absent key is an empty mapping. */
-  stringMap(key: string, opts: { keyPattern?: RegExp; keyHint?: string } = {}): Record<string, string> {
-    const v = this.raw(key);
-    const out: Record<string, string> = {};
-    if (v === undefined || v === null) return out;
-    if (typeof v !== 'object' || Array.isArray(v)) return this.bad(key, v, 'a mapping of name: value', out);
-    for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
-      if (opts.keyPattern && !opts.keyPattern.test(k)) this.problems.add([...this.path, key, k], `${JSON.stringify(k)} is not ${opts.keyHint ?? `a name matching ${opts.keyPattern}`}`);
-      else if (typeof item === 'string' || typeof item === 'number' || typeof item === 'boolean') out[k] = String(item);
-      else this.problems.add([...this.path, key, k], `got ${describe(item)}, expected a text value`);
-    }
-    return out;
-  }
-
   object(key: string): FieldReader {
     return new FieldReader(this.raw(key), [...this.path, key], this.problems);
   }

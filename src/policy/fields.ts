@@ -60,7 +60,19 @@ export function readPercent(r: FieldReader, key: string): number | undefined {
 
 /** Reads a mapping of string to string (labels, header values); scalar values are taken as text. */
 export function readStringMap(r: FieldReader, key: string, opts: { keyPattern?: RegExp; keyHint?: string } = {}): Record<string, string> {
-  return r.stringMap(key, opts);
+  const v = r.raw(key);
+  const out: Record<string, string> = {};
+  if (v === undefined || v === null) return out;
+  if (typeof v !== 'object' || Array.isArray(v)) {
+    r.fail(key, `got ${describe(v)}, expected a mapping of name: value`);
+    return out;
+  }
+  for (const [k, item] of Object.entries(v as Record<string, unknown>)) {
+    if (opts.keyPattern && !opts.keyPattern.test(k)) r.problems.add([...r.path, key, k], `${JSON.stringify(k)} is not ${opts.keyHint ?? `a name matching ${opts.keyPattern}`}`);
+    else if (typeof item === 'string' || typeof item === 'number' || typeof item === 'boolean') out[k] = String(item);
+    else r.problems.add([...r.path, key, k], `got ${describe(item)}, expected a text value`);
+  }
+  return out;
 }
 
 /** Reads a list of strings; non-string items are problems. */
