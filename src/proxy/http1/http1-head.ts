@@ -30,120 +30,262 @@ export interface HttpHead {
   readonly size: number;
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
-const DIGITS = /^\d{1,15}$/;
 /** Fields that describe one connection, never forwarded as they are (RFC 9110 7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'transfer-encoding', 'trailer', 'proxy-authenticate', 'proxy-authorization']);
+const CRLFCRLF = Buffer.from('\r\n\r\n', 'latin1');
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HT = 0x09;
+
+/** Byte classes: 1 = token character (RFC 9110 5.6.2), 2 = not allowed in a field value (CTLs but HTAB, and DEL). */
+const CLASS = new Uint8Array(256);
+for (const c of "!#$%&'*+-.^_`|~") CLASS[c.charCodeAt(0)] = 1;
+for (let b = 0x30; b <= 0x39; b++) CLASS[b] = 1;
+for (let b = 0x41; b <= 0x5a; b++) CLASS[b] = CLASS[b + 0x20] = 1;
+for (let b = 0; b < 0x20; b++) if (b !== HT) CLASS[b] = 2;
+CLASS[0x7f] = 2;
+
+/** Known field names as lower-case bytes, looked up by length first. */
+const enum Known { None, ContentLength, TransferEncoding, Connection, Upgrade, Expect, HopByHop }
+const KNOWN: [Buffer, Known][] = [
+  ['content-length', Known.ContentLength], ['transfer-encoding', Known.TransferEncoding], ['connection', Known.Connection],
+  ['upgrade', Known.Upgrade], ['expect', Known.Expect],
+  ...[...HOP_BY_HOP].filter((n) => !['connection', 'upgrade', 'transfer-encoding'].includes(n)).map((n): [string, Known] => [n, Known.HopByHop]),
+].map(([n, k]) => [Buffer.from(n as string, 'latin1'), k as Known]);
+const KNOWN_BY_LENGTH: [Buffer, Known][][] = [];
+for (const e of KNOWN) (KNOWN_BY_LENGTH[e[0].length] ??= []).push(e);
+
+/** Whether buf[at, at+lower.length) equals `lower` ignoring ASCII case (`lower` holds only letters and '-'). */
+function sameLower(buf: Buffer, at: number, lower: Buffer): boolean {
+  for (let i = 0; i < lower.length; i++) if ((buf[at + i]! | 0x20) !== lower[i]) return false;
+  return true;
+}
+
+function knownName(buf: Buffer, at: number, len: number): Known {
+  const candidates = KNOWN_BY_LENGTH[len];
+  if (candidates) for (const [name, k] of candidates) if (sameLower(buf, at, name)) return k;
+  return Known.None;
+}
+
+const KEEP_ALIVE = Buffer.from('keep-alive', 'latin1');
+const CLOSE = Buffer.from('close', 'latin1');
 
 /** Default limit on a head's size. */
 export const MAX_HEAD_BYTES = 65536;
+
+/**
+ * A head parsed from bytes. Header fields stay as offsets into the bytes until asked for: a head forwarded as
+ * received (most are) never turns its fields into strings.
+ */
+class ParsedHead implements HttpHead {
+  method = '';
+  target = '';
+  status = 0;
+  minor = 0;
+  contentLength = -1;
+  chunked = false;
+  close = false;
+  upgrade = false;
+  expectContinue = false;
+  hasHopByHop = false;
+  size = 0;
+  reasonStart = 0;
+  reasonEnd = 0;
+  /** name start, name end, value start, value end: four numbers a field. */
+  readonly spans: number[] = [];
+  private list: string[] | null = null;
+
+  constructor(readonly buf: Buffer) {}
+
+  get reason(): string {
+    return this.buf.toString('latin1', this.reasonStart, this.reasonEnd);
+  }
+
+  get fields(): string[] {
+    if (this.list) return this.list;
+    const s = this.spans;
+    const out: string[] = new Array(s.length / 2);
+    for (let i = 0; i < s.length; i += 4) {
+      out[i / 2] = this.buf.toString('latin1', s[i]!, s[i + 1]!);
+      out[i / 2 + 1] = this.buf.toString('latin1', s[i + 2]!, s[i + 3]!);
+    }
+    return (this.list = out);
+  }
+
+  /** The value of the first field named `lower` (lower-case), read straight from the bytes. */
+  value(lower: string): string | undefined {
+    const s = this.spans;
+    const buf = this.buf;
+    for (let i = 0; i < s.length; i += 4) {
+      const a = s[i]!;
+      if (s[i + 1]! - a !== lower.length) continue;
+      let same = true;
+      for (let j = 0; j < lower.length; j++) {
+        if ((buf[a + j]! | 0x20) !== (lower.charCodeAt(j) | 0x20)) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return buf.toString('latin1', s[i + 2]!, s[i + 3]!);
+    }
+    return undefined;
+  }
+}
+
+const bad = (why: string): HttpFramingError => new HttpFramingError(400, why);
+const shown = (buf: Buffer, a: number, b: number, max: number): string => JSON.stringify(buf.toString('latin1', a, Math.min(b, a + max)));
 
 /**
  * Parses the head starting at `start` in `buf`. Returns undefined when the head is not complete yet.
  * @throws HttpFramingError (400 malformed, 431 too large)
  */
 export function parseHead(buf: Buffer, start: number, kind: 'request' | 'response', maxBytes = MAX_HEAD_BYTES): HttpHead | undefined {
-  const end = buf.indexOf('\r\n\r\n', start, 'latin1');
+  const end = buf.indexOf(CRLFCRLF, start);
   if (end === -1) {
     if (buf.length - start > maxBytes) throw new HttpFramingError(431, `${kind} head is larger than ${maxBytes} bytes`);
     return undefined;
   }
   if (end - start + 4 > maxBytes) throw new HttpFramingError(431, `${kind} head is larger than ${maxBytes} bytes`);
-  const lines = buf.toString('latin1', start, end).split('\r\n');
-  const first = lines[0]!;
-  let method = '';
-  let target = '';
-  let status = 0;
-  let reason = '';
-  let minor: number;
-  if (kind === 'request') {
-    const m = REQUEST_LINE.exec(first);
-    if (!m) throw new HttpFramingError(400, `not an HTTP/1.x request line: ${JSON.stringify(first.slice(0, 60))}`);
-    method = m[1]!;
-    target = m[2]!;
-    minor = m[3] === '1' ? 1 : 0;
-  } else {
-    const m = STATUS_LINE.exec(first);
-    if (!m) throw new HttpFramingError(400, `not an HTTP/1.x status line: ${JSON.stringify(first.slice(0, 60))}`);
-    minor = m[1] === '1' ? 1 : 0;
-    status = Number(m[2]);
-    reason = m[3] ?? '';
-  }
-  const fields: string[] = [];
+  const h = new ParsedHead(buf);
+  h.size = end - start + 4;
+  let pos = kind === 'request' ? requestLine(buf, start, end, h) : statusLine(buf, start, end, h);
   let contentLength = -1;
-  let chunked = false;
   let transferEncoding = false;
   let connClose = false;
   let connKeepAlive = false;
   let connUpgrade = false;
   let hasUpgrade = false;
-  let expectContinue = false;
-  let hasHopByHop = false;
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!;
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw new HttpFramingError(400, line.charCodeAt(0) === 0x20 || line.charCodeAt(0) === 0x09 ? 'obs-fold (a header line starting with whitespace) is not allowed' : 'header line without a colon');
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw new HttpFramingError(400, /[ \t]$/.test(name) ? 'whitespace between header name and colon' : `invalid header name ${JSON.stringify(name.slice(0, 40))}`);
-    const value = line.slice(colon + 1).trim();
-    if (BAD_VALUE.test(value)) throw new HttpFramingError(400, `invalid character in the value of ${name}`);
-    fields.push(name, value);
-    // Only names as long as the longest field looked at below need lower-casing.
-    const lower = name.length <= 19 ? name.toLowerCase() : '';
-    if (lower === 'content-length') {
-      if (!DIGITS.test(value)) throw new HttpFramingError(400, `bad Content-Length ${JSON.stringify(value.slice(0, 20))}`);
-      const n = Number(value);
-      if (contentLength !== -1 && contentLength !== n) throw new HttpFramingError(400, 'several different Content-Length values');
-      contentLength = n;
-    } else if (lower === 'transfer-encoding') {
-      transferEncoding = true;
-      hasHopByHop = true;
-      const codings = value.toLowerCase().split(',').map((s) => s.trim());
-      if (codings[codings.length - 1] !== 'chunked' || codings.indexOf('chunked') !== codings.length - 1) {
-        throw new HttpFramingError(400, `Transfer-Encoding ${JSON.stringify(value)} does not end in chunked`);
+  // `pos` is at the CR ending the previous line; the head's last line ends at `end`.
+  while (pos < end) {
+    if (buf[pos + 1] !== LF) throw bad('a CR not followed by LF');
+    const a = pos + 2;
+    let i = a;
+    while (CLASS[buf[i]!] === 1) i++;
+    const c = buf[i];
+    if (c !== 0x3a || i === a) {
+      if (i === a && (c === SP || c === HT)) throw bad('obs-fold (a header line starting with whitespace) is not allowed');
+      const colon = buf.indexOf(0x3a, a);
+      if (colon === -1 || colon > end || buf.indexOf(CR, a) < colon) throw bad('header line without a colon');
+      if (c === SP || c === HT) throw bad('whitespace between header name and colon');
+      throw bad(`invalid header name ${shown(buf, a, colon, 40)}`);
+    }
+    const nameEnd = i;
+    i++;
+    while (buf[i] === SP || buf[i] === HT) i++;
+    const vs = i;
+    while (CLASS[buf[i]!] !== 2) i++;
+    if (buf[i] !== CR) throw bad(`invalid character in the value of ${buf.toString('latin1', a, nameEnd)}`);
+    pos = i;
+    while (i > vs && (buf[i - 1] === SP || buf[i - 1] === HT)) i--;
+    const ve = i;
+    h.spans.push(a, nameEnd, vs, ve);
+    switch (knownName(buf, a, nameEnd - a)) {
+      case Known.None:
+        break;
+      case Known.ContentLength: {
+        if (ve === vs || ve - vs > 15) throw bad(`bad Content-Length ${shown(buf, vs, ve, 20)}`);
+        let n = 0;
+        for (let j = vs; j < ve; j++) {
+          const d = buf[j]! - 0x30;
+          if (d < 0 || d > 9) throw bad(`bad Content-Length ${shown(buf, vs, ve, 20)}`);
+          n = n * 10 + d;
+        }
+        if (contentLength !== -1 && contentLength !== n) throw bad('several different Content-Length values');
+        contentLength = n;
+        break;
       }
-      chunked = true;
-    } else if (lower === 'connection') {
-      for (const t of value.toLowerCase().split(',')) {
-        const o = t.trim();
-        if (o === 'close') connClose = true;
-        else if (o === 'keep-alive') connKeepAlive = true;
-        else if (o === 'upgrade') connUpgrade = true;
-        if (o !== 'keep-alive' && o !== '') hasHopByHop = true;
+      case Known.TransferEncoding: {
+        transferEncoding = true;
+        h.hasHopByHop = true;
+        const value = buf.toString('latin1', vs, ve);
+        const codings = value.toLowerCase().split(',').map((x) => x.trim());
+        if (codings[codings.length - 1] !== 'chunked' || codings.indexOf('chunked') !== codings.length - 1) {
+          throw bad(`Transfer-Encoding ${JSON.stringify(value)} does not end in chunked`);
+        }
+        h.chunked = true;
+        break;
       }
-    } else if (lower === 'upgrade') {
-      hasUpgrade = true;
-      hasHopByHop = true;
-    } else if (lower === 'expect') {
-      expectContinue = value.toLowerCase() === '100-continue';
-    } else if (lower !== '' && HOP_BY_HOP.has(lower)) {
-      hasHopByHop = true;
+      case Known.Connection:
+        if (ve - vs === KEEP_ALIVE.length && sameLower(buf, vs, KEEP_ALIVE)) connKeepAlive = true;
+        else if (ve - vs === CLOSE.length && sameLower(buf, vs, CLOSE)) connClose = h.hasHopByHop = true;
+        else {
+          for (const t of buf.toString('latin1', vs, ve).toLowerCase().split(',')) {
+            const o = t.trim();
+            if (o === 'close') connClose = true;
+            else if (o === 'keep-alive') connKeepAlive = true;
+            else if (o === 'upgrade') connUpgrade = true;
+            if (o !== 'keep-alive' && o !== '') h.hasHopByHop = true;
+          }
+        }
+        break;
+      case Known.Upgrade:
+        hasUpgrade = true;
+        h.hasHopByHop = true;
+        break;
+      case Known.Expect:
+        h.expectContinue = buf.toString('latin1', vs, ve).toLowerCase() === '100-continue';
+        break;
+      case Known.HopByHop:
+        h.hasHopByHop = true;
+        break;
     }
   }
-  if (transferEncoding && contentLength !== -1) throw new HttpFramingError(400, 'both Content-Length and Transfer-Encoding present');
-  if (transferEncoding && minor === 0) throw new HttpFramingError(400, 'Transfer-Encoding in an HTTP/1.0 message');
-  return {
-    method,
-    target,
-    status,
-    reason,
-    minor,
-    fields,
-    contentLength: chunked ? -1 : contentLength,
-    chunked,
-    close: connClose || (minor === 0 && !connKeepAlive),
-    upgrade: (connUpgrade && hasUpgrade) || method === 'CONNECT',
-    expectContinue,
-    hasHopByHop,
-    size: end - start + 4,
-  };
+  if (transferEncoding && contentLength !== -1) throw bad('both Content-Length and Transfer-Encoding present');
+  if (transferEncoding && h.minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 message');
+  h.contentLength = h.chunked ? -1 : contentLength;
+  h.close = connClose || (h.minor === 0 && !connKeepAlive);
+  h.upgrade = (connUpgrade && hasUpgrade) || h.method === 'CONNECT';
+  return h;
+}
+
+/** "HTTP/1.x" at `at`: the minor version, or -1. */
+function httpVersion(buf: Buffer, at: number): number {
+  if (buf[at] !== 0x48 || buf[at + 1] !== 0x54 || buf[at + 2] !== 0x54 || buf[at + 3] !== 0x50 || buf[at + 4] !== 0x2f || buf[at + 5] !== 0x31 || buf[at + 6] !== 0x2e) return -1;
+  const m = buf[at + 7];
+  return m === 0x31 ? 1 : m === 0x30 ? 0 : -1;
+}
+
+/** Reads "METHOD target HTTP/1.x" into `h`; returns the offset of the CR ending it. */
+function requestLine(buf: Buffer, start: number, end: number, h: ParsedHead): number {
+  const lineEnd = buf.indexOf(CR, start);
+  const fail = (): HttpFramingError => bad(`not an HTTP/1.x request line: ${JSON.stringify(buf.toString('latin1', start, lineEnd).slice(0, 60))}`);
+  let i = start;
+  while (CLASS[buf[i]!] === 1) i++;
+  if (i === start || buf[i] !== SP) throw fail();
+  h.method = i - start === 3 && buf[start] === 0x47 && buf[start + 1] === 0x45 && buf[start + 2] === 0x54 ? 'GET' : buf.toString('latin1', start, i);
+  const t = ++i;
+  for (let b = buf[i]!; b > SP && b !== 0x7f; b = buf[++i]!);
+  if (i === t || buf[i] !== SP) throw fail();
+  h.target = buf.toString('latin1', t, i);
+  const minor = httpVersion(buf, i + 1);
+  if (minor < 0 || i + 9 !== lineEnd || lineEnd > end) throw fail();
+  h.minor = minor;
+  return lineEnd;
+}
+
+/** Reads "HTTP/1.x NNN reason" into `h`; returns the offset of the CR ending it. */
+function statusLine(buf: Buffer, start: number, end: number, h: ParsedHead): number {
+  let lineEnd = start;
+  while (buf[lineEnd] !== CR && buf[lineEnd] !== LF) lineEnd++;
+  const fail = (): HttpFramingError => bad(`not an HTTP/1.x status line: ${JSON.stringify(buf.toString('latin1', start, lineEnd).slice(0, 60))}`);
+  const minor = httpVersion(buf, start);
+  const d0 = buf[start + 9]! - 0x30;
+  const d1 = buf[start + 10]! - 0x30;
+  const d2 = buf[start + 11]! - 0x30;
+  if (minor < 0 || buf[start + 8] !== SP || !(d0 >= 1 && d0 <= 9) || !(d1 >= 0 && d1 <= 9) || !(d2 >= 0 && d2 <= 9)) throw fail();
+  if (lineEnd !== start + 12 && buf[start + 12] !== SP) throw fail();
+  if (buf[lineEnd] !== CR || lineEnd > end) throw fail();
+  h.minor = minor;
+  h.status = d0 * 100 + d1 * 10 + d2;
+  h.reasonStart = h.reasonEnd = lineEnd;
+  if (lineEnd > start + 12) h.reasonStart = start + 13;
+  return lineEnd;
 }
 
 /** The value of the first field named `lowerName`, or undefined. */
 export function headerValue(head: HttpHead, lowerName: string): string | undefined {
+  if (head instanceof ParsedHead) return head.value(lowerName);
   const f = head.fields;
   for (let i = 0; i < f.length; i += 2) if (f[i]!.length === lowerName.length && f[i]!.toLowerCase() === lowerName) return f[i + 1];
   return undefined;
