@@ -4,6 +4,7 @@ import type { Socket } from 'node:net';
 import { MeshError } from '../errors';
 import { endpointKey, type Endpoint } from '../registry';
 import type { OverflowKind, ResourceLimit } from './circuit-breaker';
+import { DirectReads } from './direct-reads';
 
 /** Whoever is using a pooled connection right now receives its bytes and its close. */
 export interface UpstreamOwner {
@@ -26,11 +27,14 @@ export class UpstreamConnection {
     /** What the connection was opened with (a TLS context); a pool drops idle ones opened with an older one. */
     readonly generation: unknown,
     private readonly pool: ConnectionPool,
+    reads: DirectReads,
   ) {
-    socket.on('data', (c: Buffer) => {
+    const onData = (c: Buffer): void => {
       if (this.owner) this.owner.onUpstreamData(c);
       else socket.destroy(); // bytes on an idle connection: the peer is confused; never hand it out again
-    });
+    };
+    reads.deliver = onData;
+    socket.on('data', onData); // for a dialer that did not use the direct reads
     socket.on('drain', () => this.owner?.onUpstreamDrain());
     socket.on('error', () => {});
     socket.on('close', () => {
@@ -43,8 +47,11 @@ export class UpstreamConnection {
   }
 }
 
-/** Opens a connection to an endpoint (mTLS to a remote agent, or plain TCP to a local app) within `timeoutMs`. */
-export type Dialer = (endpoint: Endpoint, timeoutMs: number) => Promise<Socket>;
+/**
+ * Opens a connection to an endpoint (mTLS to a remote agent, or plain TCP to a local app) within `timeoutMs`.
+ * A dialer should pass `reads.onread` as the connect option `onread` (the pool's hot path reads that way).
+ */
+export type Dialer = (endpoint: Endpoint, timeoutMs: number, reads: DirectReads) => Promise<Socket>;
 
 export interface ConnectionPoolOptions {
   /** Idle connections kept per endpoint. @default 64 */
@@ -168,9 +175,10 @@ export class ConnectionPool {
   private open(key: string, endpoint: Endpoint, owner: UpstreamOwner): Promise<UpstreamConnection> {
     this.perEndpoint.set(key, (this.perEndpoint.get(key) ?? 0) + 1);
     const gen = this.generation();
-    return this.dial(endpoint, this.connectTimeoutMs).then(
+    const reads = new DirectReads();
+    return this.dial(endpoint, this.connectTimeoutMs, reads).then(
       (socket) => {
-        const c = new UpstreamConnection(socket, key, gen, this);
+        const c = new UpstreamConnection(socket, key, gen, this, reads);
         this.all.add(c);
         this.opened++;
         c.owner = owner;

@@ -375,9 +375,9 @@ export class InboundListener {
     let pool = this.appPools.get(route.sni);
     if (!pool) {
       pool = new ConnectionPool(
-        (ep) =>
+        (ep, _timeoutMs, reads) =>
           new Promise((resolve, reject) => {
-            const s = netConnect({ host: ep.address, port: ep.port });
+            const s = netConnect({ host: ep.address, port: ep.port, onread: reads.onread });
             s.setNoDelay(true);
             s.once('connect', () => {
               s.off('error', reject);

@@ -4,6 +4,7 @@ import { connect, type SecureContext, type TLSSocket } from 'node:tls';
 import type { SpiffeId } from '../ca';
 import { MeshError } from '../errors';
 import { endpointKey, type Endpoint } from '../registry';
+import type { DirectReads } from './direct-reads';
 import { peerSpiffeId } from './peer-identity';
 
 /** How one upstream connection is made. */
@@ -16,6 +17,8 @@ export interface ConnectOptions {
   readonly timeoutMs?: number;
   /** ALPN protocols to offer (HTTP/2 asks for ["h2"]); the caller checks socket.alpnProtocol. @default none */
   readonly alpn?: readonly string[];
+  /** Node's `onread` connect option (reads that skip the stream machinery). @default none */
+  readonly onread?: DirectReads['onread'];
 }
 
 /** Makes upstream connections; the seam where pooling plugs in. */
@@ -44,6 +47,7 @@ export class MtlsConnector implements Connector {
         secureContext: opts.context,
         minVersion: 'TLSv1.3',
         ...(opts.alpn ? { ALPNProtocols: [...opts.alpn] } : {}),
+        ...(opts.onread ? { onread: opts.onread } : {}),
         // Called only after the chain verified against the mesh roots; the name that matters is the SPIFFE ID.
         checkServerIdentity: (_host, cert) => {
           const uri = cert.subjectaltname ?? '';

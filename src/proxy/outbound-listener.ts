@@ -78,10 +78,10 @@ export class OutboundListener {
       const expected = SpiffeId.workload(td, service.namespace, service.name);
       const credentials = this.credentials;
       const pool = new ConnectionPool(
-        (endpoint, timeoutMs) => {
+        (endpoint, timeoutMs, reads) => {
           const context = credentials.contextFor(source);
           if (!context) return Promise.reject(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`));
-          return this.connector.connect({ endpoint, context, sni, expected, timeoutMs });
+          return this.connector.connect({ endpoint, context, sni, expected, timeoutMs, onread: reads.onread });
         },
         {},
         () => credentials.contextFor(source),
