@@ -25,7 +25,7 @@ import { Http1Session } from './http1/http1-session';
 import type { Decision } from './route-decision';
 import { H2Inbound } from './http2/h2-inbound';
 import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, type ConnectionFacts, type OpenConnection } from './inbound-authorizer';
-import { peerSpiffeId } from './peer-identity';
+import { currentAt, peerCertificate } from './peer-identity';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute, Protocol } from './proxy-config';
 
@@ -231,7 +231,8 @@ export class InboundListener {
   private accept(socket: TLSSocket): void {
     const sni = (socket as TLSSocket & { servername?: string }).servername || '';
     const route = this.routes.get(sni);
-    const peer = peerSpiffeId(socket);
+    const cert = peerCertificate(socket);
+    const peer = cert?.id;
     const where = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: where, error: err.message }));
     if (!route) {
@@ -241,6 +242,19 @@ export class InboundListener {
     if (!peer || peer.trustDomain !== this.credentials.trustDomain || !peer.workloadParts) {
       this.stats.refusedIdentity++;
       this.log.warn('inbound connection refused: peer identity is not a workload of this trust domain', { peer: where, identity: peer?.toString() ?? 'none', service: route.sni });
+      socket.destroy();
+      return;
+    }
+    // A resumed TLS session skips the certificate checks: one resumed after the certificate expired is refused here.
+    if (!currentAt(cert, Date.now())) {
+      this.stats.refusedIdentity++;
+      this.log.warn('inbound connection refused: peer certificate is not valid now (a resumed TLS session)', {
+        code: 'MESH_ERR_PEER_IDENTITY',
+        peer: where,
+        identity: peer.toString(),
+        notAfter: new Date(cert.notAfter).toISOString(),
+        service: route.sni,
+      });
       socket.destroy();
       return;
     }

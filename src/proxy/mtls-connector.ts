@@ -5,7 +5,7 @@ import type { SpiffeId } from '../ca';
 import { MeshError } from '../errors';
 import { endpointKey, type Endpoint } from '../registry';
 import type { DirectReads } from './direct-reads';
-import { peerSpiffeId } from './peer-identity';
+import { currentAt, peerCertificate } from './peer-identity';
 
 /** How one upstream connection is made. */
 export interface ConnectOptions {
@@ -28,8 +28,11 @@ export interface Connector {
 
 /** One fresh TLS 1.3 connection per call, with session resumption per endpoint to save handshakes. */
 export class MtlsConnector implements Connector {
-  /** TLS sessions per client identity (context) and endpoint: a rotated certificate starts fresh sessions. */
-  private readonly sessions = new WeakMap<SecureContext, Map<string, Buffer>>();
+  /**
+   * TLS sessions per client identity (context) and endpoint (a rotated certificate starts fresh sessions), each with
+   * the expiry of the server certificate it was verified with: a session is not resumed past it.
+   */
+  private readonly sessions = new WeakMap<SecureContext, Map<string, { session: Buffer; notAfter: number }>>();
 
   connect(opts: ConnectOptions): Promise<TLSSocket> {
     const { endpoint, expected } = opts;
@@ -37,7 +40,10 @@ export class MtlsConnector implements Connector {
     if (!byEndpoint) this.sessions.set(opts.context, (byEndpoint = new Map()));
     // A session resumes only to the same endpoint, name and expected identity it was verified for.
     const key = `${endpointKey(endpoint)}|${opts.sni}|${expected}`;
-    const session = byEndpoint.get(key);
+    const stored = byEndpoint.get(key);
+    const session = stored && Date.now() < stored.notAfter ? stored.session : undefined;
+    if (stored && !session) byEndpoint.delete(key);
+    let notAfter = 0;
     return new Promise((resolve, reject) => {
       const socket = connect({
         ...(session ? { session } : {}),
@@ -59,7 +65,7 @@ export class MtlsConnector implements Connector {
       socket.setNoDelay(true);
       let verified = false;
       socket.on('session', (s: Buffer) => {
-        if (verified) byEndpoint.set(key, s);
+        if (verified && notAfter > 0) byEndpoint.set(key, { session: s, notAfter });
       });
       const timer = setTimeout(() => {
         socket.destroy(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `connecting to ${endpoint.address}:${endpoint.port} timed out after ${opts.timeoutMs ?? 10000} ms`));
@@ -69,11 +75,20 @@ export class MtlsConnector implements Connector {
         socket.off('error', onError);
         // A full handshake must show the expected identity (belt and braces over checkServerIdentity). A resumed
         // session carries no certificate on the client side; it can only be one we stored after such a check.
-        if (!socket.isSessionReused() && !peerSpiffeId(socket)?.equals(expected)) {
+        const cert = peerCertificate(socket);
+        if (!socket.isSessionReused() && !cert?.id?.equals(expected)) {
           socket.destroy();
           reject(new MeshError('MESH_ERR_PEER_IDENTITY', `upstream ${endpoint.address}:${endpoint.port} did not prove ${expected}`));
           return;
         }
+        // Resumed: the session was stored before its certificate's expiry, but the certificate it carries must be current too.
+        if (cert && !currentAt(cert, Date.now())) {
+          byEndpoint.delete(key);
+          socket.destroy();
+          reject(new MeshError('MESH_ERR_PEER_IDENTITY', `upstream ${endpoint.address}:${endpoint.port} resumed a TLS session whose certificate is not valid now`));
+          return;
+        }
+        notAfter = cert?.notAfter ?? stored?.notAfter ?? 0;
         verified = true;
         resolve(socket);
       });
