@@ -152,6 +152,8 @@ export class InboundListener {
   }
 
   private onConnection(socket: Socket): void {
+    // From the first byte: the TLS handshake's last flights (session tickets) must not wait for a delayed ACK.
+    socket.setNoDelay(true);
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message }));
     if (!this.plaintextPossible()) {
       this.tls.emit('connection', socket);
