@@ -8,6 +8,16 @@ import { planCapture, type CapturePlan, type CaptureSettings, type CaptureSubjec
 import { DnsResponder, meshNameLookup } from './dns-responder';
 import { installCapture, removeCapture } from './iptables';
 
+/** What `status --agent` shows under `capture`. */
+export interface CaptureStatus {
+  readonly virtualIps: Readonly<Record<string, string>>;
+  readonly destinations: readonly { service: string; dial: string; listener: string }[];
+  readonly inboundPorts: readonly number[];
+  readonly dns: { listen: string; answered: number; refused: number; malformed: number } | null;
+  readonly writes: number;
+  readonly lastError: string | null;
+}
+
 /** How long endpoint and service changes are gathered before the rules are written again. */
 const SETTLE_MS = 100;
 
@@ -83,8 +93,7 @@ export class CaptureController {
     if (await removeCapture()) this.log.info('capture rules removed');
   }
 
-  /** What `status --agent` shows under `capture`. */
-  status(): unknown {
+  status(): CaptureStatus {
     return {
       virtualIps: Object.fromEntries(this.plan?.virtualIps ?? []),
       destinations: (this.plan?.rules.outbound ?? []).map((d) => ({ service: d.service, dial: `${d.address}:${d.port}`, listener: `${d.to.host}:${d.to.port}` })),

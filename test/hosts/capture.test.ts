@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { CaptureStatus } from '../../src/capture';
 import { tempDir } from '../helpers/processes';
 import { hostCli, startHostAgent, startHostServer } from './host-mesh';
 import { HostNetwork, hostNetworkUnavailable, type Host } from './host-network';
@@ -59,20 +60,23 @@ describe('transparent capture: an unmodified app in host A reaches api in host B
     await plain.waitFor(/listening on/);
 
     const capture = await net!.captureBridge('tcp');
-    const agentB = await startAgent(
-      b,
-      `address: ${b.address}\ninbound: { listen: "${b.address}:15443" }\nadmin: { listen: "127.0.0.1:15000" }\nservices: [{ name: api, port: 8080, protocol: http }]\ncapture: { enabled: true, dns: { enabled: false } }\n`,
-      await token(),
-    );
     const endpoints = join(dir.dir, 'endpoints.yaml');
     writeFileSync(endpoints, `services:\n  api: [{ address: ${b.address}, port: 15443 }]\n`);
-    // Host A turns capture on with the flag; its upstream listener port (15001) is nothing the app knows of.
-    const agentA = await startAgent(
-      a,
-      `address: ${a.address}\ninbound: { listen: "${a.address}:15443" }\nadmin: { listen: "127.0.0.1:15000" }\nendpointsFile: ${endpoints}\nservices:\n  - name: web\n    port: 8080\n    upstreams: [{ service: api, port: 15001, servicePort: 8080, protocol: http }]\n`,
-      await token(),
-      ['--capture'],
-    );
+    const [tokenA, tokenB] = [await token(), await token()];
+    const [agentA, agentB] = await Promise.all([
+      // Host A turns capture on with the flag; its upstream listener port (15001) is nothing the app knows of.
+      startAgent(
+        a,
+        `address: ${a.address}\ninbound: { listen: "${a.address}:15443" }\nadmin: { listen: "127.0.0.1:15000" }\nendpointsFile: ${endpoints}\nservices:\n  - name: web\n    port: 8080\n    upstreams: [{ service: api, port: 15001, servicePort: 8080, protocol: http }]\n`,
+        tokenA,
+        ['--capture'],
+      ),
+      startAgent(
+        b,
+        `address: ${b.address}\ninbound: { listen: "${b.address}:15443" }\nadmin: { listen: "127.0.0.1:15000" }\nservices: [{ name: api, port: 8080, protocol: http }]\ncapture: { enabled: true, dns: { enabled: false } }\n`,
+        tokenB,
+      ),
+    ]);
     // The endpoint's address joins the rules once discovery has delivered it.
     await waitUntil(`A's rules capture ${b.address}:8080`, async () => (await natTable(a)).includes(`-d ${b.address}/32 -p tcp -m tcp --dport 8080`));
     assert.match(await natTable(b), /-A MESH_INBOUND -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 15443/);
@@ -118,6 +122,14 @@ describe('transparent capture: an unmodified app in host A reaches api in host B
     const wire = pcap.toString('latin1');
     assert.ok(wire.includes(plainMarker), 'control: plaintext outside the mesh is visible on the bridge');
     for (const secret of [secretPath.slice(8), secretHeader, namePath.slice(9)]) assert.ok(!wire.includes(secret), `${secret} never crossed the bridge in the clear`);
+
+    // The agent's status shows what it captures and what its DNS responder answered.
+    const statusArgs = ['status', '--agent', '--state-dir', join(dir.dir, 'a-state')];
+    const status = (JSON.parse(await cli(a, [...statusArgs, '-o', 'json'])) as { capture: CaptureStatus }).capture;
+    assert.equal(status.virtualIps['api.default'], resolved.stdout.split(/\s+/)[0]);
+    assert.ok(status.destinations.some((d) => d.dial === `${b.address}:8080` && d.listener === '127.0.0.1:15001'), JSON.stringify(status.destinations));
+    assert.ok(status.dns!.answered >= 2, 'the name lookups were answered by the agent');
+    assert.match(await cli(a, statusArgs), new RegExp(`CAPTURED[\\s\\S]*${b.address.replaceAll('.', '\\.')}:8080\\s+api\\.default\\s+127\\.0\\.0\\.1:15001`));
 
     // Stopping the agent removes its chains; `capture remove` does the same beside a running agent.
     assert.equal(await agentA.stop('SIGTERM'), 0, agentA.stderr);
