@@ -84,13 +84,16 @@ export class CaptureController {
     this.log.info('capture rules installed', { destinations: plan.rules.outbound.length, inboundPorts: plan.rules.inboundPorts.join(',') || '-' });
   }
 
-  /** Removes the rules (after any write in progress) and stops the DNS responder. @throws MeshError MESH_ERR_CAPTURE */
+  /**
+   * Stops the DNS responder and removes the rules (after any write in progress), when this run installed them.
+   * @throws MeshError MESH_ERR_CAPTURE
+   */
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     await this.chain;
     await this.dns?.close();
-    if (await removeCapture()) this.log.info('capture rules removed');
+    if (this.writes > 0 && (await removeCapture())) this.log.info('capture rules removed');
   }
 
   status(): CaptureStatus {
