@@ -3,7 +3,8 @@
 # verify`), and for the single-file binary and the .deb: binutils (strip), dpkg-dev (dpkg-shlibdeps), lintian, and the
 # compiler and make that node-gyp needs to build better-sqlite3 for the binary's Node.js.
 # As root, also what the several-host and failure tests use (they are skipped for other users): iproute2 for
-# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter.
+# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter (and setpriv, to
+# run that client as an ordinary user), iptables for transparent capture (only inside the tests' own namespaces).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -17,7 +18,8 @@ if [ "$(id -u)" -eq 0 ]; then
   command -v ip >/dev/null || need+=(iproute2)
   command -v tcpdump >/dev/null || need+=(tcpdump)
   command -v curl >/dev/null || need+=(curl)
-  command -v nsenter >/dev/null || need+=(util-linux)
+  { command -v nsenter >/dev/null && command -v setpriv >/dev/null; } || need+=(util-linux)
+  command -v iptables-restore >/dev/null || need+=(iptables)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

@@ -5,6 +5,8 @@ import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
 import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
+import { parseCidr } from '../capture/virtual-ips';
+import type { CaptureSettings } from '../capture/capture-plan';
 
 export type ServiceProtocol = MeshProtocol;
 
@@ -15,6 +17,8 @@ export interface UpstreamConfig {
   readonly listen: HostPort;
   /** http: requests are parsed, routed and balanced one by one over pooled connections; tcp: bytes. @default tcp */
   readonly protocol: ServiceProtocol;
+  /** With capture: the port apps dial on the service's name, virtual IP or endpoint addresses. @default the listen port */
+  readonly servicePort: number;
 }
 
 /** The Consul check registered with a service (consul.registerServices); one kind. */
@@ -79,6 +83,16 @@ export interface AgentConfig {
   /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
   readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
+  /** Transparent capture (iptables nat rules and the DNS responder); see docs/capture.md. */
+  readonly capture: CaptureConfig;
+}
+
+/** The `capture` block: when the agent programs the rules, what they hold (CaptureSettings) and the DNS responder. */
+export interface CaptureConfig extends CaptureSettings {
+  /** Program the nat table while the agent runs (flag --capture). @default false */
+  readonly enabled: boolean;
+  /** The DNS responder's UDP address, or undefined when dns.enabled is false. @default 127.0.0.1:53 */
+  readonly dns: HostPort | undefined;
 }
 
 /** Flag / env names for the settings that have them, with the field path each one sets. */
@@ -91,6 +105,7 @@ export const AGENT_SETTINGS = [
   { flag: 'admin-listen', env: 'MESH_ADMIN_LISTEN', path: 'admin.listen' },
   { flag: 'endpoints-file', env: 'MESH_ENDPOINTS_FILE', path: 'endpointsFile' },
   { flag: 'policy', env: 'MESH_POLICY_FILE', path: 'policyFile' },
+  { flag: 'capture', env: 'MESH_CAPTURE', path: 'capture.enabled' },
 ] as const satisfies readonly LayeredSetting[];
 
 export const AGENT_DEFAULTS = {
@@ -126,10 +141,11 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
+  const capture = readCapture(r.object('capture'));
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {
@@ -145,14 +161,64 @@ function readService(s: FieldReader): LocalServiceConfig {
     const uport = u.port('port', 0, { required: true });
     const bind = u.string('bind', '127.0.0.1');
     const uprotocol = u.oneOf('protocol', MESH_PROTOCOLS, AGENT_DEFAULTS.protocol);
+    const servicePort = u.port('servicePort', uport);
     u.done();
-    return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol };
+    return { service, namespace: ns, listen: { host: bind, port: uport }, protocol: uprotocol, servicePort };
   });
   const tags = readTags(s);
   const meta = readMeta(s);
   const check = s.has('check') ? readCheck(s.object('check')) : undefined;
   s.done();
   return { name, namespace, target: { host, port }, protocol, labels, upstreams, tags, meta, check };
+}
+
+function readCapture(c: FieldReader): CaptureConfig {
+  const enabled = c.boolean('enabled', false);
+  const virtualIpRange = c.string('virtualIpRange', '127.240.0.0/16');
+  if (c.has('virtualIpRange')) checkCidr(c, 'virtualIpRange', virtualIpRange);
+  const redirectInbound = c.boolean('redirectInbound', true);
+  const excludeUids = numberList(c, 'excludeUids', 0, 2 ** 32 - 2, 'a uid');
+  const excludeCidrs = stringList(c, 'excludeCidrs');
+  excludeCidrs.forEach((cidr, i) => checkCidr(c, ['excludeCidrs', i], cidr));
+  const excludePorts = numberList(c, 'excludePorts', 1, 65535, 'a port');
+  const excludeInboundPorts = numberList(c, 'excludeInboundPorts', 1, 65535, 'a port');
+  const d = c.object('dns');
+  const dns = d.boolean('enabled', true) ? d.hostPort('listen', { host: '127.0.0.1', port: 53 }, '127.0.0.1') : undefined;
+  d.done();
+  c.done();
+  return { enabled, virtualIpRange, redirectInbound, excludeUids, excludeCidrs, excludePorts, excludeInboundPorts, dns };
+}
+
+function checkCidr(c: FieldReader, at: string | (string | number)[], text: string): void {
+  try {
+    parseCidr(text);
+  } catch (err) {
+    c.problems.add([...c.path, ...(Array.isArray(at) ? at : [at])], (err as Error).message);
+  }
+}
+
+function stringList(c: FieldReader, key: string): string[] {
+  const raw = c.raw(key);
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw) || raw.some((v) => typeof v !== 'string')) {
+    c.fail(key, 'must be a list of strings, such as ["10.0.0.0/8"]');
+    return [];
+  }
+  return raw as string[];
+}
+
+function numberList(c: FieldReader, key: string, min: number, max: number, what: string): number[] {
+  const raw = c.raw(key);
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) {
+    c.fail(key, `must be a list, each ${what} (an integer from ${min} to ${max})`);
+    return [];
+  }
+  return raw.flatMap((v, i) => {
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return [v];
+    c.problems.add([...c.path, key, i], `got ${JSON.stringify(v)}, expected ${what} (an integer from ${min} to ${max})`);
+    return [];
+  });
 }
 
 function readTags(s: FieldReader): string[] {

@@ -26,7 +26,7 @@ export function serviceFromConsul(c: ConsulLocalService): ActiveService {
     target: { host: c.address, port: c.port },
     protocol: c.protocol,
     labels: { app: c.name, ...c.labels },
-    upstreams: c.upstreams.map((u) => ({ service: u.service, namespace: u.namespace, listen: { host: '127.0.0.1', port: u.port }, protocol: u.protocol })),
+    upstreams: c.upstreams.map((u) => ({ service: u.service, namespace: u.namespace, listen: { host: '127.0.0.1', port: u.port }, protocol: u.protocol, servicePort: u.port })),
     tags: [],
     meta: {},
     check: undefined,

@@ -5,9 +5,10 @@ import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, isMeshError, MeshError } from '../errors';
 import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
-import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
+import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource, type DiscoveryUpdate } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
 import { silentLogger, type Logger } from '../telemetry';
+import { CaptureController, type CaptureSubject } from '../capture';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
 import type { AgentConfig } from './agent-config';
@@ -40,6 +41,8 @@ export class MeshAgent {
   private readonly unwatch = new Map<string, () => void>();
   private inbound?: InboundListener;
   private upstreams?: UpstreamListeners;
+  /** With capture.enabled: the nat rules and the DNS responder. */
+  private capture?: CaptureController;
   private readonly connector = new MtlsConnector();
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
@@ -148,6 +151,10 @@ export class MeshAgent {
     this.bound.admin = await this.admin.listen(config.admin);
     // The config's services before the first hello, so the server knows them when the channel opens.
     await this.applyServices(true);
+    if (config.capture.enabled) {
+      this.capture = new CaptureController(config.capture, () => this.captureSubject(), this.log);
+      await this.capture.start();
+    }
     this.connection.start();
     this.warnUnused();
     this.startConsul();
@@ -233,6 +240,7 @@ export class MeshAgent {
       }),
     );
     const { failed } = await this.upstreams!.apply(desired, strict);
+    this.capture?.refresh();
     this.consul?.setRegistrations(this.registrations());
     return { ...changes, upstreamsFailed: failed };
   }
@@ -310,7 +318,12 @@ export class MeshAgent {
   }
 
   private watch(key: string, c: Cluster): void {
-    if (this.discovery) this.unwatch.set(key, this.discovery.watch(this.clusterRefs.get(key)!.service, (update) => c.apply(update)));
+    const onUpdate = (update: DiscoveryUpdate): void => {
+      c.apply(update);
+      // Captured connections to endpoint addresses follow the endpoints.
+      this.capture?.refresh();
+    };
+    if (this.discovery) this.unwatch.set(key, this.discovery.watch(this.clusterRefs.get(key)!.service, onUpdate));
     else this.log.warn('no endpoints source configured (endpointsFile or consul); the service has no endpoints', { service: key });
   }
 
@@ -320,6 +333,8 @@ export class MeshAgent {
     await this.chain;
     // Leave the catalog first, so other agents stop sending here while we drain.
     await this.consul?.close();
+    // Apps' connections go where they were addressed again before the listeners close.
+    await this.capture?.close().catch((err: unknown) => this.log.error('capture rules not removed; run "mesh-agent capture remove"', { error: describeError(err) }));
     if (this.reportTimer) clearInterval(this.reportTimer);
     this.connection?.close();
     this.certs?.close();
@@ -438,6 +453,16 @@ export class MeshAgent {
     });
   }
 
+  /** What capture needs to know of the agent now: services and upstreams, its ports, the endpoints of each upstream service. */
+  private captureSubject(): CaptureSubject {
+    return {
+      services: this.active,
+      inboundPort: this.bound.inbound!.port,
+      agentPorts: [this.bound.inbound!.port, this.bound.admin!.port],
+      endpointAddresses: (svc) => this.clusters.get(serviceKeyString(svc))?.snapshot().endpoints.map((e) => e.address) ?? [],
+    };
+  }
+
   /** What `mesh-agent status --agent` shows. */
   status(): unknown {
     const consul = this.consul?.status();
@@ -474,6 +499,7 @@ export class MeshAgent {
         ...(error ? { error } : {}),
       })),
       inboundStats: this.inbound?.stats,
+      capture: this.capture?.status() ?? null,
       policy: {
         inForce: this.config.policyFile ? 'file' : this.meshPolicy.holding ? 'mesh' : 'defaults',
         file: this.config.policyFile ?? null,

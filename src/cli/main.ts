@@ -10,6 +10,7 @@ import { adminCall, type AdminFlags } from './admin-client';
 import { agentStatus } from './agent-admin-client';
 import { adminOptions, examples, json, output } from './command-helpers';
 import { runDemo } from './demo';
+import { addCaptureCommands } from './capture-commands';
 import { addExplainCommand } from './explain-command';
 import { addPolicyCommands } from './policy-commands';
 import { printAgentStatus, printServerStatus } from './status-output';
@@ -63,11 +64,12 @@ export function buildProgram(): Command {
     .option('--inbound-listen <addr>', 'inbound mTLS address (env MESH_INBOUND_LISTEN) [0.0.0.0:15443]')
     .option('--admin-listen <addr>', 'admin address (env MESH_ADMIN_LISTEN) [127.0.0.1:15000]')
     .option('--endpoints-file <file>', 'static endpoints of remote services (env MESH_ENDPOINTS_FILE)')
+    .option('--capture', 'transparent capture: program iptables so apps reach mesh services at their own names and ports, and remove it on stop (Linux, CAP_NET_ADMIN; env MESH_CAPTURE; docs/capture.md)')
     .option('--policy <file>', 'a local Istio policy file (VirtualService, DestinationRule, PeerAuthentication, AuthorizationPolicy, ...) used instead of the mesh policy from the server, re-read on SIGHUP (env MESH_POLICY_FILE)')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
     .addHelpText('after', examples(['mesh-agent agent --config agent.yaml --join meshjoin1_eyJ...', 'mesh-agent agent --config agent.yaml            # restart: no token needed',
-          'mesh-agent agent -c agent.yaml --policy routes.yaml && kill -HUP <pid>   # reload services, upstreams, routes, consul', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml']))
+          'mesh-agent agent -c agent.yaml --policy routes.yaml && kill -HUP <pid>   # reload services, upstreams, routes, consul', 'MESH_STATE_DIR=/var/lib/mesh-agent mesh-agent agent -c /etc/mesh-agent/agent.yaml', 'sudo mesh-agent agent -c agent.yaml --capture   # apps call api.service.consul:8080 unchanged']))
     .action(async (opts: Record<string, unknown>) => {
       // The same file, flags and environment again on each SIGHUP.
       const load = (): AgentConfig => loadAgentConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
@@ -148,6 +150,7 @@ export function buildProgram(): Command {
 
   addPolicyCommands(program);
   addExplainCommand(program);
+  addCaptureCommands(program);
 
   program
     .command('version')

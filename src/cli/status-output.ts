@@ -1,5 +1,6 @@
 // Human-readable status tables for `mesh-agent status` (JSON output is the API's own shape).
 
+import type { CaptureStatus } from '../capture';
 import { ago, out, table, until } from './text-output';
 
 interface AgentPolicyState {
@@ -58,6 +59,7 @@ interface AgentStatus {
   consulRegistrations: { id: string; check: string; registered: boolean; ttlStatus?: string; lastError?: string }[];
   localServices: { stale: boolean; lastError?: string; services: number; problems: { service: string; id: string; field: string; message: string }[] } | null;
   policy: { inForce: 'file' | 'mesh' | 'defaults'; file: string | null; meshVersion: number | null; lastRefusal: { version: number; error: string } | null };
+  capture: CaptureStatus | null;
 }
 
 function policyLine(p: AgentStatus['policy']): string {
@@ -84,6 +86,12 @@ export function printAgentStatus(raw: Record<string, unknown>): void {
   if (s.upstreams.length > 0) {
     out('');
     table([['UPSTREAM', 'LOCAL PORT', 'FROM', 'ENDPOINTS', 'CONNS', 'FAILED'], ...s.upstreams.map((u) => [u.service, u.error ? `${u.listen} NOT OPEN: ${u.error}` : u.listen, u.from, u.endpoints.join(',') || 'none', String(u.stats.connections), String(u.stats.connectFailures ?? 0)])]);
+  }
+  if (s.capture) {
+    const c = s.capture;
+    out('');
+    out(`capture: inbound ports ${c.inboundPorts.join(',') || '-'} to the mTLS port; DNS ${c.dns ? `on ${c.dns.listen} (${c.dns.answered} answered, ${c.dns.refused} refused)` : 'off'}${c.lastError ? `; LAST UPDATE FAILED: ${c.lastError}` : ''}`);
+    table([['CAPTURED', 'SERVICE', 'TO'], ...c.destinations.map((d) => [d.dial, d.service, d.listener])]);
   }
   if (s.consul && s.consul.length > 0) {
     out('');

@@ -104,9 +104,9 @@ export class TestMesh {
   }
 
   /** Starts an agent that is expected to fail; resolves with its exit code and output. */
-  async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string } = {}): Promise<{ code: number | null; stderr: string }> {
+  async failAgent(name: string, configFile: string, opts: { join?: string; stateDir?: string; env?: NodeJS.ProcessEnv } = {}): Promise<{ code: number | null; stderr: string }> {
     const stateDir = opts.stateDir ?? join(this.root, `${name}-state`);
-    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])], {}, { binary: this.binary }));
+    const proc = this.track(meshAgent(name, ['agent', '--config', configFile, '--state-dir', stateDir, '--node-name', name, ...(opts.join ? ['--join', opts.join] : [])], opts.env ?? {}, { binary: this.binary }));
     const code = await proc.exited;
     return { code, stderr: proc.stderr };
   }

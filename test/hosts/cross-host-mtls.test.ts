@@ -6,11 +6,10 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { tempDir, type Proc } from '../helpers/processes';
+import { tempDir } from '../helpers/processes';
+import { startHostAgent, startHostServer } from './host-mesh';
 import { HostNetwork, hostNetworkUnavailable, type Host } from './host-network';
 import { clientHelloServerName, tcpStreams, tlsRecords } from './pcap';
-
-const READY = /agent ready: node \S+, inbound ([\d.]+:\d+)/;
 
 describe('several hosts: web in host A calls api in host B over mTLS', { skip: hostNetworkUnavailable(['tcpdump', 'curl']) }, () => {
   let net: HostNetwork | undefined;
@@ -31,28 +30,10 @@ describe('several hosts: web in host A calls api in host B over mTLS', { skip: h
     dir.cleanup();
   });
 
-  /** Runs a mesh-agent command inside a host and returns its stdout; fails the test on a non-zero exit. */
-  const cli = async (host: Host, args: string[]): Promise<string> => {
-    const p = net!.meshAgent(host, args[0]!, args);
-    const code = await p.exited;
-    assert.equal(code, 0, `mesh-agent ${args.join(' ')} in ${host.name}: ${p.stderr}`);
-    return p.stdout;
-  };
-
-  const startAgent = async (host: Host, yaml: string, token: string): Promise<Proc> => {
-    const config = join(dir.dir, `${host.name}.yaml`);
-    writeFileSync(config, yaml);
-    const p = net!.meshAgent(host, 'agent', ['agent', '--config', config, '--state-dir', join(dir.dir, `${host.name}-state`), '--node-name', `node-${host.name}`, '--join', token]);
-    await p.waitFor(READY, 30_000);
-    return p;
-  };
+  const startAgent = (host: Host, yaml: string, token: string) => startHostAgent(net!, host, dir.dir, yaml, token);
 
   it('an unmodified client in A reaches B by its namespace address; the bridge carries only TLS', async () => {
-    const dataDir = join(dir.dir, 'server');
-    const server = net!.meshAgent(s, 'server', ['server', '--data-dir', dataDir, '--listen', `${s.address}:15010`, '--admin-listen', '127.0.0.1:15014']);
-    await server.waitFor(/server ready/, 30_000);
-    const token = async (): Promise<string> =>
-      (JSON.parse(await cli(s, ['token', 'create', '--admin', '127.0.0.1:15014', '--data-dir', dataDir, '--server', `${s.address}:15010`, '-o', 'json'])) as { token: string }).token;
+    const { token } = await startHostServer(net!, s, dir.dir);
 
     // The app in B listens on B's loopback only: from A it can be reached through the mesh and no other way.
     const app = net!.meshAgent(b, 'api app', ['sample-service', '--name', 'api', '--port', '8080']);

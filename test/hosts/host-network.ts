@@ -8,7 +8,7 @@
 // kills the processes) of runs whose process is gone, so a crashed run leaves nothing behind for long.
 
 import { execFile, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { meshAgent, Proc } from '../helpers/processes';
 
@@ -65,6 +65,12 @@ async function removeNamespace(netns: string): Promise<void> {
     }
   }
   await ip('netns', 'del', netns).catch(() => undefined);
+  rmSync(etcDir(netns), { recursive: true, force: true });
+}
+
+/** Where `ip netns exec` finds files it bind-mounts over /etc for a namespace (resolv.conf, hosts). */
+function etcDir(netns: string): string {
+  return `/etc/netns/${netns}`;
 }
 
 /** N hosts joined by one bridge. Create with `HostNetwork.create`, remove with `destroy()` (in an `after` hook). */
@@ -134,6 +140,15 @@ export class HostNetwork {
     await ip('-n', host.netns, 'addr', 'add', `${host.address}/24`, 'dev', 'eth0');
     await ip('-n', host.netns, 'link', 'set', 'eth0', 'up');
     return host;
+  }
+
+  /**
+   * Gives `host` its own /etc/resolv.conf: `ip netns exec` mounts /etc/netns/<netns>/resolv.conf over it, for
+   * every command started in the host afterwards. Removed with the namespace.
+   */
+  setResolvConf(host: Host, text: string): void {
+    mkdirSync(etcDir(host.netns), { recursive: true });
+    writeFileSync(`${etcDir(host.netns)}/resolv.conf`, text);
   }
 
   /** Starts `mesh-agent <args>` inside `host`; the process is killed in `destroy()`. */

@@ -208,7 +208,7 @@ describe('loadAgentConfig', () => {
       target: { host: '127.0.0.1', port: 8080 },
       protocol: AGENT_DEFAULTS.protocol,
       labels: { app: 'web' },
-      upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp' }],
+      upstreams: [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9001 }, protocol: 'tcp', servicePort: 9001 }],
       tags: [],
       meta: {},
       check: undefined,

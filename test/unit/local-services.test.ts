@@ -114,7 +114,7 @@ describe('merging config and Consul services', () => {
       consul('c6', 'clash3', [{ service: 'x', namespace: 'default', port: 9002, protocol: 'tcp' }]),
     ], ports);
     assert.deepEqual(services.map((s) => `${s.name}:${s.origin}`), ['web:config', 'orders:consul']);
-    assert.deepEqual(services[1]!.upstreams, [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9002 }, protocol: 'http' }]);
+    assert.deepEqual(services[1]!.upstreams, [{ service: 'api', namespace: 'default', listen: { host: '127.0.0.1', port: 9002 }, protocol: 'http', servicePort: 9002 }]);
     assert.deepEqual(warnings.map((w) => `${w.id}: ${w.message}`), [
       'c1: the config file has this service too; the config file wins',
       'c3: Consul registration c2 is this service too; it came first and wins',
