@@ -79,6 +79,18 @@ export interface AgentConfig {
   /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
   readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
+  /** Policy gossip with the agents this one calls (docs/gossip.md). */
+  readonly gossip: GossipConfig;
+}
+
+/** The `gossip` block. */
+export interface GossipConfig {
+  /** @default true */
+  readonly enabled: boolean;
+  /** Time between two rounds. @default 30000 */
+  readonly intervalMs: number;
+  /** Peers dialed per round. @default 3 */
+  readonly fanout: number;
 }
 
 /** Flag / env names for the settings that have them, with the field path each one sets. */
@@ -126,10 +138,13 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
+  const gossipR = r.object('gossip');
+  const gossip = { enabled: gossipR.boolean('enabled', true), intervalMs: gossipR.duration('interval', 30_000, { min: 100 }), fanout: gossipR.integer('fanout', 3, { min: 1, max: 100 }) };
+  gossipR.done();
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, gossip });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

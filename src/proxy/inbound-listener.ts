@@ -15,6 +15,7 @@ import { createServer as createTlsServer, type SecureContext, type Server as Tls
 import type { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
+import { GOSSIP_ALPN } from '../protocol';
 import { acceptsMtls, acceptsPlaintext, formatServiceRef, normalizeHost, principalOf, type AuthzHttp, type CompiledPolicy } from '../policy';
 import type { Logger } from '../telemetry';
 import { ConnectionPool } from './connection-pool';
@@ -85,6 +86,8 @@ export class InboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
     private readonly policy: () => CompiledPolicy,
+    /** Takes the connections that chose the gossip ALPN (docs/gossip.md); without it they are closed. */
+    private readonly gossip?: (socket: TLSSocket, peer: SpiffeId | undefined) => void,
   ) {
     this.h2 = new H2Inbound(this.stats, log);
     this.authorizer = new InboundAuthorizer(policy, this.stats, log);
@@ -93,7 +96,8 @@ export class InboundListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
       // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
-      ALPNProtocols: ['h2', 'http/1.1'],
+      // Agents gossiping policy versions ask for GOSSIP_ALPN alone.
+      ALPNProtocols: ['h2', 'http/1.1', GOSSIP_ALPN],
       SNICallback: (name, cb) => {
         const found = this.contextForSni(name);
         if (typeof found === 'string') cb(new Error(found));
@@ -234,6 +238,11 @@ export class InboundListener {
     const peer = peerSpiffeId(socket);
     const where = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: where, error: err.message }));
+    if (socket.alpnProtocol === GOSSIP_ALPN) {
+      if (route && this.gossip) this.gossip(socket, peer);
+      else socket.destroy();
+      return;
+    }
     if (!route) {
       socket.destroy();
       return;
