@@ -3,4 +3,4 @@ export * from './channel-messages';
 export * from './policy-digest';
 export * from './gossip-messages';
 export { MESH_COMMIT, MESH_VERSION } from './version';
-export { readBody, sendJson, sendError, requireBearer } from './http-json';
+export { bearerToken, readBody, sendJson, sendError, requireBearer } from './http-json';
