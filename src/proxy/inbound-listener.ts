@@ -119,8 +119,9 @@ export class InboundListener {
   }
 
   /**
-   * The policy changed: open TCP connections and tunnels it refuses are closed, and HTTP connections whose service's
-   * mTLS mode no longer takes them (their requests are admitted one by one anyway). Returns how many were closed.
+   * The policy changed: open TCP connections, tunnels and HTTP/2 streams it refuses are closed, and HTTP/1 and HTTP/2
+   * connections whose service's mTLS mode no longer takes them (their requests are admitted one by one anyway).
+   * Returns how many were closed.
    */
   policyChanged(): number {
     return this.authorizer.recheck();
@@ -210,7 +211,7 @@ export class InboundListener {
     if (!route) return;
     this.stats.acceptedPlaintext++;
     if (kind === 'h2c') {
-      this.h2.serve(socket, route, { peer: 'plaintext', authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
+      this.h2.serve(socket, route, { peer: 'plaintext', authorize: (headers) => this.authorizer.admitStream(route, facts, headers), watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close) });
       return;
     }
     this.serveTcp(socket, route, facts);
@@ -263,7 +264,7 @@ export class InboundListener {
     socket.setNoDelay(true);
     const xfcc = xfccOf(socket, route, peer);
     if (socket.alpnProtocol === 'h2') {
-      this.h2.serve(socket, route, { peer: peer.toString(), xfcc, authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
+      this.h2.serve(socket, route, { peer: peer.toString(), xfcc, authorize: (headers) => this.authorizer.admitStream(route, facts, headers), watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close) });
       return;
     }
     if (route.protocol === 'http') {
