@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { CertificateAuthority } from '../../src/ca';
+import { printServerStatus } from '../../src/cli/status-output';
 import { createAdminHandler } from '../../src/server/admin-api';
 import { PolicyService } from '../../src/server/policy-service';
 import { Store } from '../../src/store';
@@ -141,6 +142,19 @@ describe('admin API: policy routes', () => {
     assert.deepEqual(r.json.policy, { version: 1 });
     const agent = (r.json.agents as { policy: unknown }[])[0]!;
     assert.deepEqual(agent.policy, { version: null, override: false, error: { version: 3, message: 'MESH_ERR_POLICY_SIGNATURE: bad', at: new Date(1_800_000_000_000).toISOString() } });
+    // `mesh-agent status` prints the same: per agent whether it is connected, the version it holds, its last NACK.
+    const printed: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => printed.push(chunk) > 0) as typeof process.stdout.write;
+    try {
+      printServerStatus(r.json);
+    } finally {
+      process.stdout.write = write;
+    }
+    const text = printed.join('');
+    assert.match(text, /^AGENT\s+NODE\s+ADDRESS\s+STATE\s+LAST CONTACT\s+SERVICES\s+POLICY\s+CERT EXPIRES$/m);
+    assert.match(text, /^aaaaaaaaaaaaaaaa\s+node-a\s+-\s+disconnected\s+never\s+-\s+-, refused v3\s+-$/m);
+    assert.match(text, /^node-a \(aaaaaaaaaaaaaaaa\) refused policy version 3 .*: MESH_ERR_POLICY_SIGNATURE: bad$/m);
     assert.deepEqual(
       store.policy.history().map((v) => v.version),
       [1],
