@@ -24,7 +24,7 @@ import { classifyFirstBytes, type FirstBytesKind } from './first-bytes';
 import { headerValue, setOnlyEdits, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
 import { Http1Session } from './http1/http1-session';
 import type { Decision } from './route-decision';
-import { H2Inbound } from './http2/h2-inbound';
+import { H2Inbound, type H2Caller } from './http2/h2-inbound';
 import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, type ConnectionFacts, type OpenConnection } from './inbound-authorizer';
 import { peerSpiffeId } from './peer-identity';
 import { pipeBoth } from './pipe';
@@ -211,7 +211,7 @@ export class InboundListener {
     if (!route) return;
     this.stats.acceptedPlaintext++;
     if (kind === 'h2c') {
-      this.h2.serve(socket, route, { peer: 'plaintext', authorize: (headers) => this.authorizer.admitStream(route, facts, headers), watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close) });
+      this.h2.serve(socket, route, this.h2Caller(route, facts, 'plaintext'));
       return;
     }
     this.serveTcp(socket, route, facts);
@@ -264,7 +264,7 @@ export class InboundListener {
     socket.setNoDelay(true);
     const xfcc = xfccOf(socket, route, peer);
     if (socket.alpnProtocol === 'h2') {
-      this.h2.serve(socket, route, { peer: peer.toString(), xfcc, authorize: (headers) => this.authorizer.admitStream(route, facts, headers), watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close) });
+      this.h2.serve(socket, route, this.h2Caller(route, facts, peer.toString(), xfcc));
       return;
     }
     if (route.protocol === 'http') {
@@ -272,6 +272,16 @@ export class InboundListener {
       return;
     }
     this.serveTcp(socket, route, facts);
+  }
+
+  /** An HTTP/2 connection's caller: each stream admitted, the session and open streams checked again on policy change. */
+  private h2Caller(route: InboundRoute, facts: ConnectionFacts, peer: string, xfcc?: string): H2Caller {
+    return {
+      peer,
+      ...(xfcc ? { xfcc } : {}),
+      authorize: (headers) => this.authorizer.admitStream(route, facts, headers),
+      watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close),
+    };
   }
 
   /** TCP: the connection is admitted once (L4 attributes), then piped to the app; a new policy may close it. */
