@@ -1,11 +1,11 @@
 // Policy gossip through real agents: node-a, cut off from the server after enrolling, gets a new version from node-b
 // (the agent it calls), verifies it and applies it; a peer with a valid mesh identity that offers a tampered version
-// is refused, and node-a keeps the version it holds.
+// is refused, and node-a keeps the version it holds; a workload certificate cannot gossip (agents' node identities only).
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, type Server, type TLSSocket } from 'node:tls';
+import { connect, createServer, type Server, type TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { GOSSIP_ALPN, policyDigest, type PolicyDocumentSource } from '../../src/protocol';
@@ -159,5 +159,28 @@ describe('policy gossip between real agents', () => {
     assert.equal((await policyOf(a)).gossip?.refused, 1);
     const text = await runMeshAgent(['status', '--agent', a.admin, '--state-dir', a.stateDir]);
     assert.match(text.stdout, /^gossip: pulled version 2 from \S+ \(spiffe:\/\/\S+\/sa\/api\) .*; refused version 3 from .*MESH_ERR_POLICY_SIGNATURE/m);
+  });
+
+  it('a caller with a workload certificate (not an agent\'s node identity) cannot gossip', async () => {
+    const dir = join(b.stateDir, 'workloads');
+    const socket = connect({
+      host: '127.0.0.1',
+      port: Number(b.inbound.split(':')[1]),
+      servername: 'api.default.mesh.local',
+      key: readFileSync(join(dir, 'default.api.key')),
+      cert: readFileSync(join(dir, 'default.api.crt')),
+      ca: readFileSync(join(b.stateDir, 'roots.pem')),
+      ALPNProtocols: [GOSSIP_ALPN],
+      checkServerIdentity: () => undefined,
+    });
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('secureConnect', r));
+    assert.equal(socket.alpnProtocol, GOSSIP_ALPN);
+    socket.write(`${JSON.stringify({ type: 'hello', protocol: 1 })}\n`);
+    let answer = '';
+    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    await new Promise((r) => socket.once('close', r));
+    assert.equal(answer, '', 'closed without a word');
+    await b.proc.waitFor(/policy gossip refused: the caller is not an agent of this trust domain.*sa\/api/);
   });
 });
