@@ -85,6 +85,8 @@ export interface AgentConfig {
   readonly services: readonly LocalServiceConfig[];
   /** Transparent capture (iptables nat rules and the DNS responder); see docs/capture.md. */
   readonly capture: CaptureConfig;
+  /** Policy gossip with the agents this one calls (docs/gossip.md). */
+  readonly gossip: GossipConfig;
 }
 
 /** The `capture` block: when the agent programs the rules, what they hold (CaptureSettings) and the DNS responder. */
@@ -93,6 +95,16 @@ export interface CaptureConfig extends CaptureSettings {
   readonly enabled: boolean;
   /** The DNS responder's UDP address, or undefined when dns.enabled is false. @default 127.0.0.1:53 */
   readonly dns: HostPort | undefined;
+}
+
+/** The `gossip` block. */
+export interface GossipConfig {
+  /** @default true */
+  readonly enabled: boolean;
+  /** Time between two rounds. @default 30000 */
+  readonly intervalMs: number;
+  /** Peers dialed per round. @default 3 */
+  readonly fanout: number;
 }
 
 /** Flag / env names for the settings that have them, with the field path each one sets. */
@@ -142,10 +154,13 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
   const capture = readCapture(r.object('capture'));
+  const gossipR = r.object('gossip');
+  const gossip = { enabled: gossipR.boolean('enabled', true), intervalMs: gossipR.duration('interval', 30_000, { min: 100 }), fanout: gossipR.integer('fanout', 3, { min: 1, max: 100 }) };
+  gossipR.done();
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

@@ -20,6 +20,7 @@ import { ConsulLink, registrationsFor, unusedRegistrationFields } from './consul
 import { enrollWithToken } from './enrollment-client';
 import { diffServices, mergeLocalServices, noChanges, serviceKey, upstreamKey, type ActiveService, type ServiceChanges } from './local-services';
 import { MeshPolicy } from './mesh-policy';
+import { PolicyGossip, type GossipPeer } from './policy-gossip';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
@@ -48,6 +49,8 @@ export class MeshAgent {
   private policy: CompiledPolicy = compilePolicy([]);
   /** Versions pushed by the server; in force unless a local policy file overrides them. */
   private meshPolicy!: MeshPolicy;
+  /** Versions exchanged with the agents this one calls, pulled when the server is out of reach. */
+  private gossip?: PolicyGossip;
   /** The service (and subset) each cluster is for (names may hold dots, so the key is not split back). */
   private readonly clusterRefs = new Map<string, { service: ServiceRef; subset: string | undefined }>();
   /** The services running now (config and Consul), and the last opted-in set the local Consul agent listed. */
@@ -135,7 +138,23 @@ export class MeshAgent {
       this.applyPolicy(cachedPolicy);
     }
 
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
+    if (config.gossip.enabled) {
+      this.gossip = new PolicyGossip({
+        policy: this.meshPolicy,
+        context: () => this.certs.contextFor(nodeId),
+        trustDomain: td,
+        peers: () => this.gossipPeers(),
+        mayPull: () => !this.connection?.connected,
+        onAccepted: (compiled, version, from) => this.peerPolicy(compiled, version, from),
+        connector: this.connector,
+        intervalMs: config.gossip.intervalMs,
+        fanout: config.gossip.fanout,
+        now: () => this.clock.now(),
+        log: this.log,
+      });
+    }
+    const gossip = this.gossip;
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, gossip && ((socket, peer) => gossip.serve(socket, peer)));
     this.bound.inbound = await this.inbound.listen(config.inbound);
     this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log), this.log);
     this.admin = new AdminServer(
@@ -156,6 +175,7 @@ export class MeshAgent {
       await this.capture.start();
     }
     this.connection.start();
+    this.gossip?.start();
     this.warnUnused();
     this.startConsul();
     this.reportTimer = setInterval(() => this.report(), REPORT_INTERVAL_MS).unref();
@@ -337,6 +357,7 @@ export class MeshAgent {
     await this.capture?.close().catch((err: unknown) => this.log.error('capture rules not removed; run "mesh-agent capture remove"', { error: describeError(err) }));
     if (this.reportTimer) clearInterval(this.reportTimer);
     this.connection?.close();
+    this.gossip?.close();
     this.certs?.close();
     this.fileSource?.close();
     await Promise.all([this.inbound?.close(), this.upstreams?.close(), this.admin?.close()]);
@@ -383,18 +404,46 @@ export class MeshAgent {
   /** A version pushed by the server: verified, compiled and cached, applied unless the policy file overrides it; ACK or NACK. */
   private receivePolicy(msg: PolicyMessage): void {
     const override = this.config.policyFile !== undefined;
+    const held = this.meshPolicy.holding;
+    // Gossip may have brought this very version while the server built its message from an older one.
+    if (held?.version === msg.version && held.digest === msg.digest) {
+      this.connection?.send({ type: 'policy-ack', version: msg.version, digest: msg.digest, override });
+      return;
+    }
     try {
       const compiled = this.meshPolicy.accept(msg);
       if (override) this.log.warn('mesh policy version held, not applied: the local policy file overrides it', { version: msg.version, file: this.config.policyFile });
       else this.applyPolicy(compiled);
       this.log.info('mesh policy version accepted', { version: msg.version, documents: compiled.documents.length, delta: msg.base !== undefined });
       this.connection?.send({ type: 'policy-ack', version: msg.version, digest: msg.digest, override });
+      this.gossip?.nudge();
     } catch (err) {
       const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', describeError(err));
       this.log.error('mesh policy version refused, keeping the last good one', { version: msg.version, error: describeError(e) });
       const holding = this.meshPolicy.holding;
       this.connection?.send({ type: 'policy-nack', version: msg.version, code: e.code, message: e.message.slice(0, 8000), ...(holding ? { holding } : {}) });
     }
+  }
+
+  /** A newer version pulled from a peer and verified: applied unless the policy file overrides it; the server hears of it in hello. */
+  private peerPolicy(compiled: CompiledPolicy, version: number, from: string): void {
+    if (this.config.policyFile) this.log.warn('mesh policy version held, not applied: the local policy file overrides it', { version, file: this.config.policyFile });
+    else this.applyPolicy(compiled);
+    this.log.info('mesh policy version taken from a peer', { version, peer: from, documents: compiled.documents.length });
+    this.connection?.refreshHello();
+    this.gossip?.nudge();
+  }
+
+  /** The agents this one calls: every endpoint of its clusters, with the name and identity of the service there. */
+  private gossipPeers(): GossipPeer[] {
+    const td = this.enrollment.trustDomain;
+    const peers: GossipPeer[] = [];
+    for (const [key, c] of this.clusters) {
+      const { service } = this.clusterRefs.get(key)!;
+      const expected = SpiffeId.workload(td, service.namespace, service.name);
+      for (const endpoint of c.snapshot().endpoints) peers.push({ endpoint, sni: `${service.name}.${service.namespace}.${td}`, expected });
+    }
+    return peers;
   }
 
   /**
@@ -506,6 +555,7 @@ export class MeshAgent {
         meshVersion: this.meshPolicy.holding?.version ?? null,
         meshDigest: this.meshPolicy.holding?.digest ?? null,
         lastRefusal: this.meshPolicy.lastRefusal ?? null,
+        gossip: this.gossip?.stats ?? null,
       },
       // Per watched service: Consul's last index, when it last answered, and whether the endpoints are stale.
       consul: consul?.watches ?? null,

@@ -1,4 +1,5 @@
-// The mesh policy an agent holds: versions pushed by the server, verified and compiled, the last good one cached on disk.
+// The mesh policy an agent holds: versions pushed by the server (or pulled from peers), verified and compiled, the last
+// good one cached on disk.
 
 import { verifyPolicySignature } from '../ca';
 import { describeError, MeshError } from '../errors';
@@ -44,6 +45,11 @@ export class MeshPolicy {
     return this.held && { version: this.held.version, digest: this.held.digest };
   }
 
+  /** The whole version held, signed, as peers pull it. */
+  get current(): HeldPolicyVersion | undefined {
+    return this.held;
+  }
+
   /**
    * The cached version, checked as when it arrived except for the signer's validity dates (it was valid then, and
    * the server may be away for long), and compiled. Undefined, with the reason logged, when there is none or it
@@ -75,15 +81,32 @@ export class MeshPolicy {
       const next: HeldPolicyVersion = { version: msg.version, digest: msg.digest, signature: msg.signature, signerCert: msg.signerCert, documents: this.documentsAfter(msg) };
       const compiled = this.check(next, this.deps.now());
       if (this.held && msg.version < this.held.version) this.deps.log.warn('the server sent an older policy version than the one held; taking it', { held: this.held.version, version: msg.version });
-      this.held = next;
-      this.compiled = compiled;
-      this.save(next);
+      this.hold(next, compiled);
       this.lastRefusal = undefined;
       return compiled;
     } catch (err) {
       this.lastRefusal = { version: msg.version, error: describeError(err), at: new Date(this.deps.now()).toISOString() };
       throw err;
     }
+  }
+
+  /**
+   * Takes a whole version a peer offered (gossip): only a newer one than held, never moving back, checked like a
+   * pushed one (digest, signature, the signer now, every document). A refusal is the caller's to record.
+   * @throws MeshError MESH_ERR_GOSSIP (not newer), MESH_ERR_POLICY_SIGNATURE or MESH_ERR_POLICY_INVALID; the held version stays
+   */
+  acceptFromPeer(v: HeldPolicyVersion): CompiledPolicy {
+    if (this.held && v.version <= this.held.version) throw new MeshError('MESH_ERR_GOSSIP', `policy version ${v.version} from a peer is not newer than version ${this.held.version}, held here`);
+    const next: HeldPolicyVersion = { version: v.version, digest: v.digest, signature: v.signature, signerCert: v.signerCert, documents: [...v.documents].sort(comparePolicyDocuments) };
+    const compiled = this.check(next, this.deps.now());
+    this.hold(next, compiled);
+    return compiled;
+  }
+
+  private hold(v: HeldPolicyVersion, compiled: CompiledPolicy): void {
+    this.held = v;
+    this.compiled = compiled;
+    this.save(v);
   }
 
   private documentsAfter(msg: PolicyMessage): PolicyDocumentSource[] {

@@ -7,6 +7,7 @@ import { MESH_COMMIT, MESH_VERSION } from '../protocol';
 import { loadServerConfig, MeshServer } from '../server';
 import { createLogger, type LogFormat } from '../telemetry';
 import { adminCall, type AdminFlags } from './admin-client';
+import { addAdminTokenCommands } from './admin-token-commands';
 import { agentStatus } from './agent-admin-client';
 import { adminOptions, examples, json, output } from './command-helpers';
 import { runDemo } from './demo';
@@ -113,6 +114,8 @@ export function buildProgram(): Command {
       process.stdout.write(`${t.id}  used ${t.used}/${t.maxUses}  expires ${t.expiresAt ?? 'never'}  ${t.description}\n`);
     }
   });
+
+  addAdminTokenCommands(program);
 
   adminOptions(
     program

@@ -58,7 +58,13 @@ interface AgentStatus {
   consul: { service: string; stale: boolean; lastIndex: number; endpoints: number }[] | null;
   consulRegistrations: { id: string; check: string; registered: boolean; ttlStatus?: string; lastError?: string }[];
   localServices: { stale: boolean; lastError?: string; services: number; problems: { service: string; id: string; field: string; message: string }[] } | null;
-  policy: { inForce: 'file' | 'mesh' | 'defaults'; file: string | null; meshVersion: number | null; lastRefusal: { version: number; error: string } | null };
+  policy: {
+    inForce: 'file' | 'mesh' | 'defaults';
+    file: string | null;
+    meshVersion: number | null;
+    lastRefusal: { version: number; error: string } | null;
+    gossip: { lastPull: { version: number; from: string; at: string } | null; lastRefusal: { version: number; from: string; error: string; at: string } | null } | null;
+  };
   capture: CaptureStatus | null;
 }
 
@@ -68,12 +74,23 @@ function policyLine(p: AgentStatus['policy']): string {
   return `policy: ${inForce}${p.lastRefusal ? `; refused version ${p.lastRefusal.version}: ${p.lastRefusal.error}` : ''}`;
 }
 
+/** What gossip last brought or refused, when it did anything. */
+function gossipLine(g: AgentStatus['policy']['gossip']): string | undefined {
+  const parts = [
+    g?.lastPull && `pulled version ${g.lastPull.version} from ${g.lastPull.from} ${ago(g.lastPull.at)}`,
+    g?.lastRefusal && `refused version ${g.lastRefusal.version} from ${g.lastRefusal.from} ${ago(g.lastRefusal.at)}: ${g.lastRefusal.error}`,
+  ].filter(Boolean);
+  return parts.length > 0 ? `gossip: ${parts.join('; ')}` : undefined;
+}
+
 export function printAgentStatus(raw: Record<string, unknown>): void {
   const s = raw as unknown as AgentStatus;
   const a = s.agent;
   out(`agent ${a.id} (node ${a.nodeName})  ${a.ready ? 'READY' : 'NOT READY'}  trust domain ${a.trustDomain}`);
   out(`server ${a.server}: ${a.serverConnected ? 'connected' : `disconnected${a.serverError ? ` (${a.serverError})` : ''}`}   inbound ${a.inbound}   admin ${a.admin}`);
   out(policyLine(s.policy));
+  const gossip = gossipLine(s.policy.gossip);
+  if (gossip) out(gossip);
   out('');
   table([['SERVICE', 'ORIGIN', 'PROTOCOL', 'LOCAL APP', 'IDENTITY'], ...s.services.map((x) => [`${x.namespace}/${x.name}`, x.consulId ? `consul (${x.consulId})` : x.origin, x.protocol, x.target, x.identity])]);
   if (s.localServices) {

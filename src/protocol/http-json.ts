@@ -57,10 +57,15 @@ export function sendError(res: ServerResponse, err: unknown): void {
   sendJson(res, status, { error: { ...e.toJSON(), ...(Array.isArray(problems) ? { problems } : {}) } });
 }
 
-/** Checks `authorization: Bearer <token>`. @throws MeshError MESH_ERR_ADMIN_AUTH */
-export function requireBearer(req: IncomingMessage, token: string, equal: (a: string, b: string) => boolean): void {
+/** The token of `authorization: Bearer <token>`. @throws MeshError MESH_ERR_ADMIN_AUTH when there is none */
+export function bearerToken(req: IncomingMessage): string {
   const h = req.headers.authorization ?? '';
   const m = /^Bearer\s+(\S+)$/i.exec(h);
   if (!m) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'missing admin token: send "authorization: Bearer <token>" (the token is in the admin-token file of the server\'s data dir or the agent\'s state dir)');
-  if (!equal(m[1]!, token)) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'wrong admin token');
+  return m[1]!;
+}
+
+/** Checks `authorization: Bearer <token>`. @throws MeshError MESH_ERR_ADMIN_AUTH */
+export function requireBearer(req: IncomingMessage, token: string, equal: (a: string, b: string) => boolean): void {
+  if (!equal(bearerToken(req), token)) throw new MeshError('MESH_ERR_ADMIN_AUTH', 'wrong admin token');
 }

@@ -160,6 +160,17 @@ export class InboundAuthorizer {
     this.open.delete(c);
   }
 
+  /**
+   * Tracks an HTTP/2 session (no `headers`: its mTLS mode is checked again) or one of its open streams (admitted again
+   * by its request headers) until the returned function is called; `close` ends it when a new policy refuses it.
+   */
+  watchH2(route: InboundRoute, facts: ConnectionFacts, headers: IncomingHttpHeaders | undefined, close: () => void): () => void {
+    const http = headers && h2Attributes(headers);
+    const c: OpenConnection = { facts, current: () => (http ? { route, http } : { route, modeOnly: true }), close };
+    this.open.add(c);
+    return () => this.open.delete(c);
+  }
+
   /** Checks every open connection against the policy now in force; closes those it refuses. Returns how many. */
   recheck(): number {
     let closed = 0;

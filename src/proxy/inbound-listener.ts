@@ -15,6 +15,7 @@ import { createServer as createTlsServer, type SecureContext, type Server as Tls
 import type { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
+import { GOSSIP_ALPN } from '../protocol';
 import { acceptsMtls, acceptsPlaintext, formatServiceRef, normalizeHost, principalOf, type AuthzHttp, type CompiledPolicy } from '../policy';
 import type { Logger } from '../telemetry';
 import { ConnectionPool } from './connection-pool';
@@ -23,7 +24,7 @@ import { classifyFirstBytes, type FirstBytesKind } from './first-bytes';
 import { headerValue, setOnlyEdits, simpleResponse, type HeadEdits, type HttpHead } from './http1/http1-head';
 import { Http1Session } from './http1/http1-session';
 import type { Decision } from './route-decision';
-import { H2Inbound } from './http2/h2-inbound';
+import { H2Inbound, type H2Caller } from './http2/h2-inbound';
 import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, type ConnectionFacts, type OpenConnection } from './inbound-authorizer';
 import { currentAt, peerCertificate } from './peer-identity';
 import { pipeBoth } from './pipe';
@@ -85,6 +86,8 @@ export class InboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
     private readonly policy: () => CompiledPolicy,
+    /** Takes the connections that chose the gossip ALPN (docs/gossip.md); without it they are closed. */
+    private readonly gossip?: (socket: TLSSocket, peer: SpiffeId | undefined) => void,
   ) {
     this.h2 = new H2Inbound(this.stats, log);
     this.authorizer = new InboundAuthorizer(policy, this.stats, log);
@@ -93,7 +96,8 @@ export class InboundListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
       // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
-      ALPNProtocols: ['h2', 'http/1.1'],
+      // Agents gossiping policy versions ask for GOSSIP_ALPN alone.
+      ALPNProtocols: ['h2', 'http/1.1', GOSSIP_ALPN],
       SNICallback: (name, cb) => {
         const found = this.contextForSni(name);
         if (typeof found === 'string') cb(new Error(found));
@@ -115,8 +119,9 @@ export class InboundListener {
   }
 
   /**
-   * The policy changed: open TCP connections and tunnels it refuses are closed, and HTTP connections whose service's
-   * mTLS mode no longer takes them (their requests are admitted one by one anyway). Returns how many were closed.
+   * The policy changed: open TCP connections, tunnels and HTTP/2 streams it refuses are closed, and HTTP/1 and HTTP/2
+   * connections whose service's mTLS mode no longer takes them (their requests are admitted one by one anyway).
+   * Returns how many were closed.
    */
   policyChanged(): number {
     return this.authorizer.recheck();
@@ -208,7 +213,7 @@ export class InboundListener {
     if (!route) return;
     this.stats.acceptedPlaintext++;
     if (kind === 'h2c') {
-      this.h2.serve(socket, route, { peer: 'plaintext', authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
+      this.h2.serve(socket, route, this.h2Caller(route, facts, 'plaintext'));
       return;
     }
     this.serveTcp(socket, route, facts);
@@ -237,6 +242,11 @@ export class InboundListener {
     const peer = cert?.id;
     const where = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: where, error: err.message }));
+    if (socket.alpnProtocol === GOSSIP_ALPN) {
+      if (route && this.gossip) this.gossip(socket, peer);
+      else socket.destroy();
+      return;
+    }
     if (!route) {
       socket.destroy();
       return;
@@ -270,7 +280,7 @@ export class InboundListener {
     socket.setNoDelay(true);
     const xfcc = xfccOf(socket, route, peer);
     if (socket.alpnProtocol === 'h2') {
-      this.h2.serve(socket, route, { peer: peer.toString(), xfcc, authorize: (headers) => this.authorizer.admitStream(route, facts, headers) });
+      this.h2.serve(socket, route, this.h2Caller(route, facts, peer.toString(), xfcc));
       return;
     }
     if (route.protocol === 'http') {
@@ -278,6 +288,16 @@ export class InboundListener {
       return;
     }
     this.serveTcp(socket, route, facts);
+  }
+
+  /** An HTTP/2 connection's caller: each stream admitted, the session and open streams checked again on policy change. */
+  private h2Caller(route: InboundRoute, facts: ConnectionFacts, peer: string, xfcc?: string): H2Caller {
+    return {
+      peer,
+      ...(xfcc ? { xfcc } : {}),
+      authorize: (headers) => this.authorizer.admitStream(route, facts, headers),
+      watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close),
+    };
   }
 
   /** TCP: the connection is admitted once (L4 attributes), then piped to the app; a new policy may close it. */

@@ -1,13 +1,13 @@
-// The server's admin HTTP API (loopback, bearer token): status, join tokens, CA, policy. Documented in docs/api.md.
+// The server's admin HTTP API (loopback, bearer token): status, join tokens, admin tokens, CA, policy. Documented in docs/api.md.
 
-import { timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { formatJoinToken, hashTokenSecret, newTokenCredentials, type CertificateAuthority } from '../ca';
 import { parseDuration } from '../config';
 import { MeshError } from '../errors';
-import { MESH_VERSION, parseJson, readBody, requireBearer, sendError, sendJson } from '../protocol';
+import { bearerToken, MESH_VERSION, parseJson, readBody, sendError, sendJson } from '../protocol';
 import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
+import { adminTokenName, createAdminToken, listAdminTokens, revokeAdminToken } from './admin-tokens';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
 import type { PolicyService } from './policy-service';
 
@@ -26,15 +26,11 @@ export interface AdminDeps {
   readonly log: Logger;
 }
 
-/** The name history records for changes made with the admin token of `<dataDir>/admin-token`. */
-export const ADMIN_TOKEN_NAME = 'admin';
-
 const iso = (ms: number): string => new Date(ms).toISOString();
-const equal = (a: string, b: string): boolean => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 
-/** Builds the request handler. Every route needs the admin token. */
+/** Builds the request handler. Every route needs an admin token: the bootstrap one or a named one (`who`). */
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
-  const routes: Record<string, (req: IncomingMessage, query: URLSearchParams) => Promise<[number, unknown]> | [number, unknown]> = {
+  const routes: Record<string, (req: IncomingMessage, query: URLSearchParams, who: string) => Promise<[number, unknown]> | [number, unknown]> = {
     'GET /v1/status': () => [200, status(deps)],
     'GET /v1/ca': () => [200, caInfo(deps.ca)],
     'GET /v1/tokens': () => [
@@ -52,6 +48,17 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
       },
     ],
     'POST /v1/tokens': async (req) => [201, createToken(deps, await readBody(req))],
+    'GET /v1/admin-tokens': () => [200, listAdminTokens(deps.store)],
+    'POST /v1/admin-tokens': async (req, _query, who) => {
+      const created = createAdminToken(deps.store, await readBody(req), who, deps.now());
+      deps.log.info('admin token created', { name: (created as { name: string }).name, by: who });
+      return [201, created];
+    },
+    'POST /v1/admin-tokens/revoke': async (req, _query, who) => {
+      const revoked = revokeAdminToken(deps.store, await readBody(req));
+      deps.log.info('admin token revoked', { name: (revoked as { name: string }).name, by: who });
+      return [200, revoked];
+    },
     'GET /v1/policy': (_req, query) => {
       const { filter } = parsePolicyQuery(query, 'policy query', false);
       const found = deps.policy.documents(filter);
@@ -64,27 +71,27 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
       const { filter, limit } = parsePolicyQuery(query, 'history query', true);
       return [200, { version: deps.policy.version, versions: deps.store.policy.history(filter, limit).map(versionJson) }];
     },
-    'POST /v1/policy/apply': async (req) => {
+    'POST /v1/policy/apply': async (req, _query, who) => {
       const r = parseApplyRequest(await readBody(req, MAX_APPLY_BODY_BYTES));
-      return [200, deps.policy.apply(r.files, ADMIN_TOKEN_NAME, r.dryRun)];
+      return [200, deps.policy.apply(r.files, who, r.dryRun)];
     },
-    'POST /v1/policy/delete': async (req) => {
+    'POST /v1/policy/delete': async (req, _query, who) => {
       const r = parseDeleteRequest(await readBody(req));
-      return [200, deps.policy.remove([r.key], ADMIN_TOKEN_NAME, r.dryRun)];
+      return [200, deps.policy.remove([r.key], who, r.dryRun)];
     },
-    'POST /v1/policy/rollback': async (req) => {
+    'POST /v1/policy/rollback': async (req, _query, who) => {
       const r = parseRollbackRequest(await readBody(req));
-      return [200, deps.policy.rollback(r.to, ADMIN_TOKEN_NAME, r.dryRun)];
+      return [200, deps.policy.rollback(r.to, who, r.dryRun)];
     },
   };
   return (req, res) => {
     void (async () => {
       try {
-        requireBearer(req, deps.adminToken, equal);
+        const who = adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
         const url = new URL(req.url ?? '/', 'http://admin');
         const route = routes[`${req.method} ${url.pathname}`];
         if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
-        const [code, body] = await route(req, url.searchParams);
+        const [code, body] = await route(req, url.searchParams, who);
         sendJson(res, code, body);
       } catch (err) {
         sendError(res, err);

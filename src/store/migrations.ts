@@ -106,4 +106,17 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE agents ADD COLUMN policy_error_at INTEGER;
     `,
   },
+  {
+    version: 3,
+    name: 'named admin tokens (only the SHA-256 of each secret)',
+    sql: `
+      CREATE TABLE admin_tokens (
+        name          TEXT    PRIMARY KEY,
+        secret_hash   TEXT    NOT NULL,
+        created_at    INTEGER NOT NULL,
+        created_by    TEXT    NOT NULL,
+        last_used_at  INTEGER
+      );
+    `,
+  },
 ];

@@ -4,6 +4,7 @@ import { chmodSync, existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { MeshError } from '../errors';
+import { AdminTokenRepository } from './admin-token-repository';
 import { AgentRepository } from './agent-repository';
 import { CaRepository } from './ca-repository';
 import { CertificateRepository } from './certificate-repository';
@@ -16,6 +17,7 @@ import { TokenRepository } from './token-repository';
 export class Store {
   readonly ca: CaRepository;
   readonly tokens: TokenRepository;
+  readonly adminTokens: AdminTokenRepository;
   readonly agents: AgentRepository;
   readonly certificates: CertificateRepository;
   readonly policy: PolicyRepository;
@@ -23,6 +25,7 @@ export class Store {
   private constructor(private readonly db: Database.Database) {
     this.ca = new CaRepository(db);
     this.tokens = new TokenRepository(db);
+    this.adminTokens = new AdminTokenRepository(db);
     this.agents = new AgentRepository(db);
     this.certificates = new CertificateRepository(db);
     this.policy = new PolicyRepository(db);

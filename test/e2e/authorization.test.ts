@@ -44,9 +44,11 @@ async function startApi(): Promise<{ server: Server; port: number }> {
 /** An h2c app that answers 200 "h2 ok". */
 async function startH2App(): Promise<{ server: Http2Server; port: number }> {
   const server = createH2Server();
-  server.on('stream', (s) => {
+  server.on('stream', (s, headers) => {
     s.respond({ ':status': 200, 'content-type': 'text/plain' });
-    s.end('h2 ok');
+    // /stream/...: a long-lived stream (a server-streaming call) that sends one message and stays open.
+    if (String(headers[':path']).startsWith('/stream/')) s.write('tick');
+    else s.end('h2 ok');
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return { server, port: (server.address() as { port: number }).port };
@@ -294,6 +296,36 @@ describe('authorization and mTLS modes, enforced by the inbound agent', () => {
     const line = await logLine(b, 'open connection closed: the new policy refuses it', /sa\/batch/);
     assert.match(String(line.reason), /deny-batch-echo rule 0/);
     web.socket.destroy();
+  });
+
+  it('a policy change cancels the open HTTP/2 streams it denies, and keeps the session\'s other streams', async () => {
+    await policy('');
+    const session = h2Connect(`http://127.0.0.1:${port.webH2}`);
+    session.on('error', () => undefined);
+    const open = (path: string): { first: Promise<string>; closed: Promise<boolean>; isClosed: () => boolean } => {
+      const req = session.request({ ':path': path });
+      req.on('error', () => undefined);
+      req.end();
+      let closed = false;
+      return {
+        first: new Promise((r) => req.once('data', (c: Buffer) => r(c.toString()))),
+        closed: new Promise((r) => req.once('close', () => r((closed = true)))),
+        isClosed: () => closed,
+      };
+    };
+    const watch = open('/stream/watch');
+    const other = open('/stream/other');
+    assert.equal(await watch.first, 'tick');
+    assert.equal(await other.first, 'tick');
+
+    await policy(ap('deny-watch', '  selector: {matchLabels: {app: h2api}}\n  action: DENY\n  rules: [{to: [{operation: {paths: [/stream/watch]}}]}]\n'));
+    assert.equal(await Promise.race([watch.closed, new Promise<boolean>((r) => setTimeout(() => r(false), 5000))]), true, 'the denied stream is cancelled');
+    const line = await logLine(b, 'open connection closed: the new policy refuses it', /stream\/watch/);
+    assert.match(String(line.reason), /deny-watch rule 0/);
+    assert.equal(other.isClosed(), false, 'the allowed stream on the same session stays open');
+    assert.equal((await h2Get(port.webH2)).body, 'h2 ok', 'and new allowed streams still pass');
+    session.destroy();
+    await policy('');
   });
 
   it('STRICT, the default: a plaintext client on the inbound port gets no answer and is closed', async () => {

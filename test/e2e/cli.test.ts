@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { CLI, freePort, meshAgent, runMeshAgent, tempDir } from '../helpers/processes';
 
-const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['status'], ['ca'], ['ca', 'show'], ['apply'], ['get'], ['delete'], ['history'], ['rollback'], ['version'], ['demo']];
+const COMMANDS = [[], ['server'], ['agent'], ['token'], ['token', 'create'], ['token', 'list'], ['admin-token'], ['admin-token', 'create'], ['admin-token', 'list'], ['admin-token', 'revoke'], ['status'], ['ca'], ['ca', 'show'], ['apply'], ['get'], ['delete'], ['history'], ['rollback'], ['version'], ['demo']];
 
 describe('mesh-agent CLI', () => {
   const tmp = tempDir();

@@ -1,5 +1,5 @@
 // The policy lifecycle through real processes: apply with the CLI, pushed and applied by the agents (routing changes
-// through two agents), dry run, get as applied, history, rollback, an agent that was down catching up, and an agent
+// through two agents), dry run, get as applied, history (with named admin tokens), rollback, an agent that was down catching up, and an agent
 // restarted while the server is gone coming up with its cached version.
 
 import assert from 'node:assert/strict';
@@ -218,10 +218,18 @@ describe('policy lifecycle through real agents', () => {
     );
   });
 
-  it('an agent that was down gets the newest version when it comes back', async () => {
+  it('an agent that was down gets the newest version when it comes back; history names the admin token that applied it', async () => {
     assert.equal(await a.proc.stop('SIGTERM'), 0);
-    const r = await cli(['apply', '-f', join(mesh.root, 'fault.yaml')]);
+    const alice = JSON.parse((await cli(['admin-token', 'create', '--name', 'alice', '-o', 'json'])).stdout) as { name: string; token: string; createdBy: string };
+    assert.equal(alice.createdBy, 'admin');
+    const r = await cli(['apply', '-f', join(mesh.root, 'fault.yaml'), '--admin-token', alice.token]);
     assert.match(r.stdout, /^policy version 4 \(was 3\)$/m);
+    assert.match((await cli(['history'])).stdout, /^4\s+\S+ \(.*\)\s+alice\s+apply\s+~VirtualService default\/reviews$/m);
+    assert.match((await cli(['admin-token', 'list'])).stdout, /^alice {2}created \S+ by admin {2}last used \d{4}-/m);
+    await cli(['admin-token', 'revoke', '--name', 'alice']);
+    const revoked = await runMeshAgent(['history', '--admin-token', alice.token, ...admin()]);
+    assert.equal(revoked.code, 1);
+    assert.match(revoked.stderr, /MESH_ERR_ADMIN_AUTH: wrong admin token/);
     assert.match(r.stdout, /reaches 1 agent: node-a \(\w+, disconnected: gets it when it reconnects\)/);
     a = await mesh.startAgent('node-a', a.configFile, { stateDir: a.stateDir });
     await a.proc.waitFor(/mesh policy loaded from the cache.*version=3/);

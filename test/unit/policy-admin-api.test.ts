@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { CertificateAuthority } from '../../src/ca';
+import { printServerStatus } from '../../src/cli/status-output';
 import { createAdminHandler } from '../../src/server/admin-api';
 import { PolicyService } from '../../src/server/policy-service';
 import { Store } from '../../src/store';
@@ -141,9 +142,64 @@ describe('admin API: policy routes', () => {
     assert.deepEqual(r.json.policy, { version: 1 });
     const agent = (r.json.agents as { policy: unknown }[])[0]!;
     assert.deepEqual(agent.policy, { version: null, override: false, error: { version: 3, message: 'MESH_ERR_POLICY_SIGNATURE: bad', at: new Date(1_800_000_000_000).toISOString() } });
+    // `mesh-agent status` prints the same: per agent whether it is connected, the version it holds, its last NACK.
+    const printed: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => printed.push(chunk) > 0) as typeof process.stdout.write;
+    try {
+      printServerStatus(r.json);
+    } finally {
+      process.stdout.write = write;
+    }
+    const text = printed.join('');
+    assert.match(text, /^AGENT\s+NODE\s+ADDRESS\s+STATE\s+LAST CONTACT\s+SERVICES\s+POLICY\s+CERT EXPIRES$/m);
+    assert.match(text, /^aaaaaaaaaaaaaaaa\s+node-a\s+-\s+disconnected\s+never\s+-\s+-, refused v3\s+-$/m);
+    assert.match(text, /^node-a \(aaaaaaaaaaaaaaaa\) refused policy version 3 .*: MESH_ERR_POLICY_SIGNATURE: bad$/m);
     assert.deepEqual(
       store.policy.history().map((v) => v.version),
       [1],
     );
+  });
+
+  test('named admin tokens: made by an admin token, stored as a hash, recorded in history by name, refused once revoked', async () => {
+    const made = await call('POST', '/v1/admin-tokens', JSON.stringify({ name: 'alice' }));
+    assert.equal(made.status, 201, JSON.stringify(made.json));
+    const token = made.json.token as string;
+    assert.match(token, /^meshadmin1_alice_[A-Za-z0-9_-]{32}$/);
+    const row = store.adminTokens.get('alice')!;
+    assert.equal(row.createdBy, 'admin');
+    assert.ok(!token.includes(row.secretHash) && row.secretHash.length === 64, 'only the SHA-256 of the secret is stored');
+
+    const applied = await call('POST', '/v1/policy/apply', JSON.stringify({ files: [{ name: 'vs.yaml', text: VS.replace('reviews } }', 'reviews }, weight: 100 }') }] }), token);
+    assert.equal(applied.status, 200, JSON.stringify(applied.json));
+    const versions = (await call('GET', '/v1/policy/history')).json.versions as { version: number; actor: string }[];
+    assert.deepEqual(
+      versions.map((v) => [v.version, v.actor]),
+      [
+        [2, 'alice'],
+        [1, 'admin'],
+      ],
+    );
+    const listed = (await call('GET', '/v1/admin-tokens')).json.tokens as Record<string, unknown>[];
+    assert.deepEqual(Object.keys(listed[0]!).sort(), ['createdAt', 'createdBy', 'lastUsedAt', 'name'], 'never a secret or hash');
+    assert.equal(listed[0]!.name, 'alice');
+    assert.notEqual(listed[0]!.lastUsedAt, null);
+
+    const bob = (await call('POST', '/v1/admin-tokens', JSON.stringify({ name: 'bob' }), token)).json;
+    assert.equal(bob.createdBy, 'alice', 'a named token can make others; the maker is recorded');
+    assert.equal((await call('POST', '/v1/admin-tokens/revoke', JSON.stringify({ name: 'alice' }), bob.token as string)).status, 200);
+    const after = await call('GET', '/v1/policy/history', undefined, token);
+    assert.equal(after.status, 401);
+    assert.equal(after.json.error?.code, 'MESH_ERR_ADMIN_AUTH');
+    const forged = await call('GET', '/v1/status', undefined, `${(bob.token as string).slice(0, -2)}xx`);
+    assert.equal(forged.status, 401, 'a wrong secret under a valid name is refused');
+  });
+
+  test('named admin tokens: bad names, the reserved name, duplicates and unknown tokens are refused clearly', async () => {
+    await refused('POST', '/v1/admin-tokens', '{"name":"Alice Smith"}', 400, 'MESH_ERR_BAD_REQUEST', /name: got "Alice Smith", expected lower-case letters, digits/);
+    await refused('POST', '/v1/admin-tokens', '{"name":"admin"}', 400, 'MESH_ERR_BAD_REQUEST', /"admin" is the bootstrap token's name/);
+    await refused('POST', '/v1/admin-tokens', '{"name":"bob","role":"x"}', 400, 'MESH_ERR_BAD_REQUEST', /unknown field "role"/);
+    await refused('POST', '/v1/admin-tokens', '{"name":"bob"}', 400, 'MESH_ERR_BAD_REQUEST', /named "bob" exists already/);
+    await refused('POST', '/v1/admin-tokens/revoke', '{"name":"carol"}', 404, 'MESH_ERR_NOT_FOUND', /no admin token named "carol"/);
   });
 });

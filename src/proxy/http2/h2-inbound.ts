@@ -7,7 +7,7 @@
 // x-forwarded-client-cert (the same value as the HTTP/1 path, replacing any the caller sent; a
 // plaintext caller's is removed) and goes to the app with prior-knowledge h2c.
 
-import { connect as h2Connect, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { connect as h2Connect, constants, createServer, type ClientHttp2Session, type Http2Server, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../config';
@@ -38,6 +38,11 @@ export interface H2Caller {
   readonly xfcc?: string;
   /** Admits one stream by its request headers. */
   authorize(headers: IncomingHttpHeaders): Admission;
+  /**
+   * Keeps the session (no `headers`) or an admitted stream to check again when the policy changes, calling `close`
+   * when the new policy refuses it; returns what stops that.
+   */
+  watch(headers: IncomingHttpHeaders | undefined, close: () => void): () => void;
 }
 
 interface Caller extends H2Caller {
@@ -69,7 +74,11 @@ export class H2Inbound {
       this.stats.h2Sessions++;
       this.sessions.add(session);
       session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer, error: err.message }));
-      session.once('close', () => this.sessions.delete(session));
+      const unwatch = caller.watch(undefined, () => session.destroy());
+      session.once('close', () => {
+        this.sessions.delete(session);
+        unwatch();
+      });
       session.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => this.onStream(caller, down, headers, flags));
     });
     this.server.on('sessionError', (err: Error) => this.log.warn('malformed HTTP/2 on inbound connection; connection closed', { error: err.message }));
@@ -109,6 +118,9 @@ export class H2Inbound {
       answerStream(down, grpc, { status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED, message: admission.message, flag: refusalFlag(admission) });
       return;
     }
+    // A long-lived stream (gRPC streaming) a new policy refuses is cancelled, as a TCP connection would be closed.
+    const unwatch = caller.watch(headers, () => down.close(constants.NGHTTP2_CANCEL));
+    down.once('close', unwatch);
     if (!caller.edits) delete headers['x-forwarded-client-cert'];
     if (route.protocol === 'http') {
       // The caller's upstream says HTTP/2, this node says the app speaks HTTP/1.1: one of the two configs is wrong.
