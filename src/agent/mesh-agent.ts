@@ -7,7 +7,7 @@ import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, ty
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
-import { silentLogger, type Logger } from '../telemetry';
+import { RequestAggregator, silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
 import type { AgentConfig } from './agent-config';
@@ -21,6 +21,7 @@ import { diffServices, mergeLocalServices, noChanges, serviceKey, upstreamKey, t
 import { MeshPolicy } from './mesh-policy';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
+import { StatsReporter } from './stats-reporter';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
 
 /** How often the agent reports its certificates to the server. */
@@ -54,6 +55,13 @@ export class MeshAgent {
   private chain: Promise<unknown> = Promise.resolve();
   private closing = false;
   readonly metrics: AgentMetrics;
+  /**
+   * DATA-PLANE HOOK for the dashboard: the request path calls `requestStats.record(source, destination, status,
+   * durationMs)` (or keeps `requestStats.edge(source, destination)`) once per finished outbound request; the
+   * StatsReporter sends the counts to the server. Nothing in src/proxy calls it yet (see docs/dashboard.md).
+   */
+  readonly requestStats = new RequestAggregator();
+  private statsReporter?: StatsReporter;
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort } = {};
@@ -118,6 +126,12 @@ export class MeshAgent {
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
     this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
+    this.statsReporter = new StatsReporter({
+      stats: this.requestStats,
+      channel: this.connection,
+      certificates: () => this.certs.status().flatMap((c) => (c.notAfter ? [{ spiffeId: c.identity, notAfter: c.notAfter }] : [])),
+      now: () => this.clock.now(),
+    });
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
     if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });
@@ -148,6 +162,7 @@ export class MeshAgent {
     this.bound.admin = await this.admin.listen(config.admin);
     // The config's services before the first hello, so the server knows them when the channel opens.
     await this.applyServices(true);
+    this.statsReporter.start();
     this.connection.start();
     this.warnUnused();
     this.startConsul();
@@ -321,6 +336,7 @@ export class MeshAgent {
     // Leave the catalog first, so other agents stop sending here while we drain.
     await this.consul?.close();
     if (this.reportTimer) clearInterval(this.reportTimer);
+    this.statsReporter?.close();
     this.connection?.close();
     this.certs?.close();
     this.fileSource?.close();
