@@ -9,6 +9,7 @@ import { createLogger, type LogFormat } from '../telemetry';
 import { adminCall, type AdminFlags } from './admin-client';
 import { agentStatus } from './agent-admin-client';
 import { adminOptions, examples, json, output } from './command-helpers';
+import { addDashboardCommand } from './dashboard-command';
 import { runDemo } from './demo';
 import { addExplainCommand } from './explain-command';
 import { addPolicyCommands } from './policy-commands';
@@ -22,7 +23,7 @@ export function buildProgram(): Command {
     .description('A service mesh for VMs and Nomad nodes: mTLS workload identities and a proxy on every node, a small control plane.')
     .version(MESH_VERSION, '-v, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent apply -f policy/', 'mesh-agent status -o json']));
+    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent apply -f policy/', 'mesh-agent status -o json', 'mesh-agent dashboard']));
 
   program
     .command('server')
@@ -148,6 +149,7 @@ export function buildProgram(): Command {
 
   addPolicyCommands(program);
   addExplainCommand(program);
+  addDashboardCommand(program);
 
   program
     .command('version')

@@ -8,6 +8,7 @@ import { MeshError } from '../errors';
 import { MESH_VERSION, parseJson, readBody, requireBearer, sendError, sendJson } from '../protocol';
 import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
+import type { DashboardRoutes } from './dashboard-routes';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
 import type { PolicyService } from './policy-service';
 
@@ -24,6 +25,8 @@ export interface AdminDeps {
   readonly startedAt: number;
   readonly now: () => number;
   readonly log: Logger;
+  /** The page and JSON under /dashboard and /v1/dashboard (docs/dashboard.md); absent: no dashboard. */
+  readonly dashboard?: DashboardRoutes;
 }
 
 /** The name history records for changes made with the admin token of `<dataDir>/admin-token`. */
@@ -32,7 +35,7 @@ export const ADMIN_TOKEN_NAME = 'admin';
 const iso = (ms: number): string => new Date(ms).toISOString();
 const equal = (a: string, b: string): boolean => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 
-/** Builds the request handler. Every route needs the admin token. */
+/** Builds the request handler. Every route needs the admin token, but the dashboard's read-only ones also take its session cookie. */
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const routes: Record<string, (req: IncomingMessage, query: URLSearchParams) => Promise<[number, unknown]> | [number, unknown]> = {
     'GET /v1/status': () => [200, status(deps)],
@@ -80,8 +83,9 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
   return (req, res) => {
     void (async () => {
       try {
-        requireBearer(req, deps.adminToken, equal);
         const url = new URL(req.url ?? '/', 'http://admin');
+        if (deps.dashboard?.handles(url.pathname)) return deps.dashboard.handle(req, res, url, () => requireBearer(req, deps.adminToken, equal));
+        requireBearer(req, deps.adminToken, equal);
         const route = routes[`${req.method} ${url.pathname}`];
         if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
         const [code, body] = await route(req, url.searchParams);
