@@ -3,7 +3,8 @@
 # verify`), and for the single-file binary and the .deb: binutils (strip), dpkg-dev (dpkg-shlibdeps), lintian, and the
 # compiler and make that node-gyp needs to build better-sqlite3 for the binary's Node.js.
 # As root, also what the several-host and failure tests use (they are skipped for other users): iproute2 for
-# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter.
+# `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter, and chromium
+# for the dashboard's browser test (test/e2e/dashboard.test.ts).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -18,6 +19,7 @@ if [ "$(id -u)" -eq 0 ]; then
   command -v tcpdump >/dev/null || need+=(tcpdump)
   command -v curl >/dev/null || need+=(curl)
   command -v nsenter >/dev/null || need+=(util-linux)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
