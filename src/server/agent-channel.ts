@@ -129,9 +129,14 @@ export class AgentChannel {
       case 'report':
         this.deps.store.agents.touch(session.agentId, now);
         return;
-      case 'stats':
-        this.deps.dashboard.stats(session.agentId, msg);
+      case 'stats': {
+        // An agent counts requests its own services made; series for any other source would put words in their mouth.
+        const own = new Set(session.services.map((s) => `${s.namespace}/${s.name}`));
+        const series = msg.series.filter((s) => own.has(`${s.source.namespace}/${s.source.name}`));
+        if (series.length < msg.series.length) this.deps.log.warn('stats for services the agent did not declare in its hello were ignored', { agent: session.agentId, ignored: msg.series.length - series.length });
+        this.deps.dashboard.stats(session.agentId, { ...msg, series });
         return;
+      }
       case 'sign':
         try {
           send(session.ws, { type: 'signed', id: msg.id, cert: this.sign(session, msg) });

@@ -103,6 +103,8 @@ describe('dashboard', () => {
     nodeA = new MeshAgent(loadAgentConfig({ file, env: {} }), { joinToken: await mesh.token(server) });
     await nodeA.start();
     await nodeA.ready();
+    // A series for a service node A does not run: the server must not believe it.
+    nodeA.requestStats.record({ name: 'payments', namespace: 'default' }, { name: 'api', namespace: 'default' }, 200, 1);
     await traffic(OK_REQUESTS, FAILED_REQUESTS);
   });
 
@@ -129,7 +131,7 @@ describe('dashboard', () => {
     assert.deepEqual(services.find((s) => s.name === 'web')!.requests, 0, 'web runs on node-a and is called by nobody');
 
     const graph = JSON.parse((await admin('GET', '/v1/dashboard/graph')).body) as { nodes: { id: string }[]; edges: EdgeJson[] };
-    assert.deepEqual(graph.nodes.map((n) => n.id), ['api', 'web']);
+    assert.deepEqual(graph.nodes.map((n) => n.id), ['api', 'web'], 'no "payments": node A did not declare it, so its series were ignored');
     assert.deepEqual(graph.edges.map((e) => [e.source, e.destination, e.requests, e.errors, e.errorRatio]), [['web', 'api', 25, 5, 0.2]]);
 
     const agents = (JSON.parse((await admin('GET', '/v1/dashboard/agents')).body) as { agents: { nodeName: string; connected: boolean; version: string; services: string[]; certificates: { identity: string; expiresInSeconds: number }[] }[] }).agents;
