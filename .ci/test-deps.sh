@@ -4,7 +4,8 @@
 # compiler and make that node-gyp needs to build better-sqlite3 for the binary's Node.js.
 # As root, also what the several-host and failure tests use (they are skipped for other users): iproute2 for
 # `ip netns`, tcpdump to read the bridge, curl as the unmodified client, util-linux for unshare/nsenter (and setpriv, to
-# run that client as an ordinary user), iptables for transparent capture (only inside the tests' own namespaces).
+# run that client as an ordinary user), iptables for transparent capture (only inside the tests' own namespaces), and
+# chromium for the dashboard's browser test (test/e2e/dashboard.test.ts).
 set -euo pipefail
 need=()
 command -v openssl >/dev/null || need+=(openssl)
@@ -20,6 +21,7 @@ if [ "$(id -u)" -eq 0 ]; then
   command -v curl >/dev/null || need+=(curl)
   { command -v nsenter >/dev/null && command -v setpriv >/dev/null; } || need+=(util-linux)
   command -v iptables-restore >/dev/null || need+=(iptables)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

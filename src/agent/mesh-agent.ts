@@ -7,7 +7,7 @@ import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, ty
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource, type DiscoveryUpdate } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
-import { silentLogger, type Logger } from '../telemetry';
+import { RequestAggregator, silentLogger, type Logger } from '../telemetry';
 import { CaptureController, type CaptureSubject } from '../capture';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
@@ -23,6 +23,7 @@ import { MeshPolicy } from './mesh-policy';
 import { PolicyGossip, type GossipPeer } from './policy-gossip';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
+import { StatsReporter } from './stats-reporter';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
 
 /** How often the agent reports its certificates to the server. */
@@ -60,6 +61,13 @@ export class MeshAgent {
   private chain: Promise<unknown> = Promise.resolve();
   private closing = false;
   readonly metrics: AgentMetrics;
+  /**
+   * DATA-PLANE HOOK for the dashboard: the request path calls `requestStats.record(source, destination, status,
+   * durationMs)` (or keeps `requestStats.edge(source, destination)`) once per finished outbound request; the
+   * StatsReporter sends the counts to the server. Nothing in src/proxy calls it yet (see docs/dashboard.md).
+   */
+  readonly requestStats = new RequestAggregator();
+  private statsReporter?: StatsReporter;
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort } = {};
@@ -124,6 +132,12 @@ export class MeshAgent {
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
     this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
+    this.statsReporter = new StatsReporter({
+      stats: this.requestStats,
+      channel: this.connection,
+      certificates: () => this.certs.status().flatMap((c) => (c.notAfter ? [{ spiffeId: c.identity, notAfter: c.notAfter }] : [])),
+      now: () => this.clock.now(),
+    });
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
     if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });
@@ -174,6 +188,7 @@ export class MeshAgent {
       this.capture = new CaptureController(config.capture, () => this.captureSubject(), this.log);
       await this.capture.start();
     }
+    this.statsReporter.start();
     this.connection.start();
     this.gossip?.start();
     this.warnUnused();
@@ -356,6 +371,7 @@ export class MeshAgent {
     // Apps' connections go where they were addressed again before the listeners close.
     await this.capture?.close().catch((err: unknown) => this.log.error('capture rules not removed; run "mesh-agent capture remove"', { error: describeError(err) }));
     if (this.reportTimer) clearInterval(this.reportTimer);
+    this.statsReporter?.close();
     this.connection?.close();
     this.gossip?.close();
     this.certs?.close();

@@ -13,10 +13,15 @@ export interface AdminFlags {
   dataDir?: string;
 }
 
+/** The admin API's base URL (no trailing slash) from --admin, MESH_ADMIN_ADDR or the default address. */
+export function adminUrl(flags: AdminFlags): string {
+  const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
+  return /^https?:\/\//.test(base) ? base : `http://${base}`;
+}
+
 /** Calls the admin API. @throws MeshError with the server's code, or MESH_ERR_SERVER_UNREACHABLE */
 export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
-  const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
-  const url = /^https?:\/\//.test(base) ? base : `http://${base}`;
+  const url = adminUrl(flags);
   const token = adminToken(flags);
   let res;
   try {

@@ -122,6 +122,7 @@ export async function runDemo(opts: { basePort: number; dataDir?: string }): Pro
     say('as x-forwarded-client-cert. More:');
     say(`  ${selfCommandLine(['status', '--admin', `127.0.0.1:${ports.admin}`, '--data-dir', serverDir])}`);
     say(`  ${selfCommandLine(['status', '--agent', `127.0.0.1:${ports.aAdmin}`, '--state-dir', join(dir, 'node-a-state')])}`);
+    say(`  ${selfCommandLine(['dashboard', '--admin', `127.0.0.1:${ports.admin}`, '--data-dir', serverDir])}   # a login link to the web dashboard`);
     say('');
     say('Press Ctrl-C to stop everything.');
     for (const c of children) {

@@ -10,6 +10,7 @@ import { adminCall, type AdminFlags } from './admin-client';
 import { addAdminTokenCommands } from './admin-token-commands';
 import { agentStatus } from './agent-admin-client';
 import { adminOptions, examples, json, output } from './command-helpers';
+import { addDashboardCommand } from './dashboard-command';
 import { runDemo } from './demo';
 import { addCaptureCommands } from './capture-commands';
 import { addExplainCommand } from './explain-command';
@@ -24,7 +25,7 @@ export function buildProgram(): Command {
     .description('A service mesh for VMs and Nomad nodes: mTLS workload identities and a proxy on every node, a small control plane.')
     .version(MESH_VERSION, '-v, --version')
     .showHelpAfterError('(run with --help for usage)')
-    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent apply -f policy/', 'mesh-agent status -o json']));
+    .addHelpText('after', examples(['mesh-agent demo', 'mesh-agent server --data-dir /var/lib/mesh-server', 'mesh-agent token create --ttl 1h', 'mesh-agent agent --config /etc/mesh-agent/agent.yaml --join <token>', 'mesh-agent apply -f policy/', 'mesh-agent status -o json', 'mesh-agent dashboard']));
 
   program
     .command('server')
@@ -154,6 +155,7 @@ export function buildProgram(): Command {
   addPolicyCommands(program);
   addExplainCommand(program);
   addCaptureCommands(program);
+  addDashboardCommand(program);
 
   program
     .command('version')

@@ -2,13 +2,15 @@
 
 import { MeshError } from '../errors';
 import { POLICY_DIGEST_PATTERN, type PolicyDocumentKey, type PolicyDocumentSource, type PolicyVersionRef } from './policy-digest';
+import { parseStatsMessage, type StatsMessage } from './stats-message';
 
 /**
  * The channel protocol's version. 1: enrollment, certificates, reports. 2: policy push (`policy`, `policy-ack`,
  * `policy-nack`). Each side says its number (`hello.protocol`, `welcome.protocol`; absent means 1), and the server
- * pushes policy only to agents that speak 2 or later. Fields a side does not know are ignored.
+ * pushes policy only to agents that speak 2 or later. 3: `stats` (request counts for the dashboard), which an agent
+ * sends only to a server that speaks 3 or later. Fields a side does not know are ignored.
  */
-export const CHANNEL_PROTOCOL = 2;
+export const CHANNEL_PROTOCOL = 3;
 
 /** A local service an agent runs, as it reports it. */
 export interface ServiceRef {
@@ -65,7 +67,8 @@ export type AgentMessage =
   | { readonly type: 'sign'; readonly id: number; readonly kind: 'workload' | 'node'; readonly service?: ServiceRef; readonly csr: string }
   | { readonly type: 'report'; readonly certificates: readonly { spiffeId: string; serial: string; notAfter: string }[] }
   | { readonly type: 'policy-ack'; readonly version: number; readonly digest: string; readonly override: boolean }
-  | { readonly type: 'policy-nack'; readonly version: number; readonly code: string; readonly message: string; readonly holding?: PolicyVersionRef };
+  | { readonly type: 'policy-nack'; readonly version: number; readonly code: string; readonly message: string; readonly holding?: PolicyVersionRef }
+  | StatsMessage;
 
 /** Server to agent. */
 export type ServerMessage =
@@ -214,8 +217,10 @@ export function parseAgentMessage(text: string): AgentMessage {
       });
       return { type: 'report', certificates };
     }
+    case 'stats':
+      return parseStatsMessage(o);
     default:
-      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign, report, policy-ack or policy-nack)`);
+      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign, report, policy-ack, policy-nack or stats)`);
   }
 }
 

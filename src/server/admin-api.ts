@@ -8,6 +8,7 @@ import { bearerToken, MESH_VERSION, parseJson, readBody, sendError, sendJson } f
 import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
 import { adminTokenName, createAdminToken, listAdminTokens, revokeAdminToken } from './admin-tokens';
+import type { DashboardRoutes } from './dashboard-routes';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
 import type { PolicyService } from './policy-service';
 
@@ -24,11 +25,13 @@ export interface AdminDeps {
   readonly startedAt: number;
   readonly now: () => number;
   readonly log: Logger;
+  /** The page and JSON under /dashboard and /v1/dashboard (docs/dashboard.md); absent: no dashboard. */
+  readonly dashboard?: DashboardRoutes;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
 
-/** Builds the request handler. Every route needs an admin token: the bootstrap one or a named one (`who`). */
+/** Builds the request handler. Every route needs an admin token, the bootstrap one or a named one (`who`); the dashboard's read-only ones also take its session cookie. */
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const routes: Record<string, (req: IncomingMessage, query: URLSearchParams, who: string) => Promise<[number, unknown]> | [number, unknown]> = {
     'GET /v1/status': () => [200, status(deps)],
@@ -87,8 +90,10 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
   return (req, res) => {
     void (async () => {
       try {
-        const who = adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
         const url = new URL(req.url ?? '/', 'http://admin');
+        const authorize = (): string => adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
+        if (deps.dashboard?.handles(url.pathname)) return deps.dashboard.handle(req, res, url, () => void authorize());
+        const who = authorize();
         const route = routes[`${req.method} ${url.pathname}`];
         if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
         const [code, body] = await route(req, url.searchParams, who);

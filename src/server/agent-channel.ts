@@ -9,6 +9,7 @@ import { describeError, MeshError } from '../errors';
 import { CHANNEL_PROTOCOL, parseAgentMessage, type AgentMessage, type ServerMessage, type ServiceRef } from '../protocol';
 import type { Store } from '../store';
 import type { Logger } from '../telemetry';
+import type { DashboardFeed } from './dashboard-data';
 import type { PolicyDistributor, PolicySubscriber } from './policy-distributor';
 
 /** What the channel needs from the server. */
@@ -18,6 +19,8 @@ export interface AgentChannelDeps {
   readonly workloadCertTtlMs: number;
   readonly nodeCertTtlMs: number;
   readonly policy: PolicyDistributor;
+  /** Takes each agent's version and stats messages for the dashboard. */
+  readonly dashboard: DashboardFeed;
   readonly now: () => number;
   readonly log: Logger;
 }
@@ -28,7 +31,7 @@ interface Session extends PolicySubscriber {
   services: readonly ServiceRef[];
 }
 
-/** Max size of one channel message; CSRs and reports are small. */
+/** Max size of one channel message; CSRs and reports are small, a stats message of MAX_REQUEST_SERIES series about 100 KiB. */
 const MAX_MESSAGE_BYTES = 256 * 1024;
 
 export class AgentChannel {
@@ -109,6 +112,7 @@ export class AgentChannel {
           serviceLabels: Object.fromEntries(msg.services.map((s) => [`${s.namespace}/${s.name}`, s.labels])),
           upstreams: refs(msg.upstreams),
         });
+        this.deps.dashboard.hello(session.agentId, msg.version);
         // Agents of protocol 1 know nothing of policy messages; they keep whatever they run.
         if (msg.protocol >= 2) {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);
@@ -125,6 +129,14 @@ export class AgentChannel {
       case 'report':
         this.deps.store.agents.touch(session.agentId, now);
         return;
+      case 'stats': {
+        // An agent counts requests its own services made; series for any other source would put words in their mouth.
+        const own = new Set(session.services.map((s) => `${s.namespace}/${s.name}`));
+        const series = msg.series.filter((s) => own.has(`${s.source.namespace}/${s.source.name}`));
+        if (series.length < msg.series.length) this.deps.log.warn('stats for services the agent did not declare in its hello were ignored', { agent: session.agentId, ignored: msg.series.length - series.length });
+        this.deps.dashboard.stats(session.agentId, { ...msg, series });
+        return;
+      }
       case 'sign':
         try {
           send(session.ws, { type: 'signed', id: msg.id, cert: this.sign(session, msg) });

@@ -14,6 +14,8 @@ import { Store } from '../store';
 import { silentLogger, type Logger } from '../telemetry';
 import { createAdminHandler } from './admin-api';
 import { AgentChannel } from './agent-channel';
+import { DashboardFeed } from './dashboard-data';
+import { DashboardRoutes } from './dashboard-routes';
 import { enrollAgent } from './enrollment';
 import { PolicyDistributor } from './policy-distributor';
 import { PolicyService } from './policy-service';
@@ -50,7 +52,8 @@ export class MeshServer {
     const startedAt = this.now();
     const distributor = new PolicyDistributor({ store, signer: new PolicySigner(store, ca, this.now), now: this.now, log: this.log });
     const policy = new PolicyService({ store, connected: () => this.channel!.connected(), committed: () => distributor.publish(), now: this.now, log: this.log });
-    this.channel = new AgentChannel({ store, ca, policy: distributor, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
+    const dashboard = new DashboardFeed(this.now);
+    this.channel = new AgentChannel({ store, ca, policy: distributor, dashboard, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
 
     this.agentServer = createHttpsServer(
       { key: identity.keyPem, cert: identity.certPem, ca: [ca.root.pem], requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
@@ -77,6 +80,7 @@ export class MeshServer {
         startedAt,
         now: this.now,
         log: this.log,
+        dashboard: new DashboardRoutes({ feed: dashboard, store, policy, connected: () => this.channel!.connected(), now: this.now }),
       }),
     );
     await listen(this.agentServer, config.listen, 'agent');

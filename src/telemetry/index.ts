@@ -1,4 +1,4 @@
-// Telemetry: logs and metrics now; access logs and traces grow here.
+// Telemetry: logs, metrics and the per-request stats the dashboard shows; access logs and traces grow here.
 export { createLogger, silentLogger, type Logger, type LogFields, type LogFormat } from './logger';
 export {
   MetricsRegistry,
@@ -14,3 +14,4 @@ export {
   escapeLabelValue,
   formatValue,
 } from './metrics';
+export { RequestAggregator, RequestEdge, LATENCY_BUCKETS_MS, MAX_REQUEST_SERIES, type RequestSeries, type RequestStatsSnapshot } from './request-stats';
