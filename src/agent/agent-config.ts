@@ -5,6 +5,8 @@ import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
 import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
+import type { AccessLogSettings, TracingSettings } from '../telemetry';
+import { readAccessLog, readTracing } from './telemetry-config';
 
 export type ServiceProtocol = MeshProtocol;
 
@@ -79,6 +81,10 @@ export interface AgentConfig {
   /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
   readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
+  /** JSON access logs of requests and TCP connections. @default mode off */
+  readonly accessLog: AccessLogSettings;
+  /** Spans exported as OTLP/HTTP JSON, when present. */
+  readonly tracing: TracingSettings | undefined;
 }
 
 /** Flag / env names for the settings that have them, with the field path each one sets. */
@@ -126,10 +132,12 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
+  const accessLog = readAccessLog(r.object('accessLog'), baseDir);
+  const tracing = r.has('tracing') ? readTracing(r.object('tracing')) : undefined;
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, accessLog, tracing });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

@@ -7,7 +7,7 @@ import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, ty
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
-import { silentLogger, type Logger } from '../telemetry';
+import { MeshTelemetry, silentLogger, type Logger } from '../telemetry';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
 import type { AgentConfig } from './agent-config';
@@ -54,6 +54,8 @@ export class MeshAgent {
   private chain: Promise<unknown> = Promise.resolve();
   private closing = false;
   readonly metrics: AgentMetrics;
+  /** Istio request metrics, access logs, traces and live taps of the data plane. */
+  readonly telemetry: MeshTelemetry;
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort } = {};
@@ -70,6 +72,8 @@ export class MeshAgent {
     this.log = opts.log ?? silentLogger;
     this.clock = opts.clock ?? systemClock;
     this.metrics = new AgentMetrics({ consulWatches: () => this.consul?.source.status() ?? [], clusters: () => this.clusters.values(), now: () => this.clock.now() });
+    this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }));
+    this.telemetry.configure(config);
   }
 
   /** The configuration in force. */
@@ -132,9 +136,9 @@ export class MeshAgent {
       this.applyPolicy(cachedPolicy);
     }
 
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, this.telemetry);
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log), this.log);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.telemetry), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),
@@ -268,7 +272,9 @@ export class MeshAgent {
     }
     for (const f of plan.restartNeeded) this.log.warn('this setting changes only with a restart; keeping the running value', { field: f });
     const overrideChanged = (this.config.policyFile === undefined) !== (plan.config.policyFile === undefined);
+    const telemetryChanged = JSON.stringify([this.config.accessLog, this.config.tracing ?? null]) !== JSON.stringify([plan.config.accessLog, plan.config.tracing ?? null]);
     this.current = plan.config;
+    if (telemetryChanged) this.telemetry.configure(plan.config);
     this.applyPolicy(policy);
     if (plan.config.policyFile) this.log.info('policy reloaded', { file: plan.config.policyFile, documents: policy.documents.length });
     if (overrideChanged && plan.config.policyFile) this.log.warn('the local policy file overrides the mesh policy from now on', { file: plan.config.policyFile });
@@ -325,6 +331,7 @@ export class MeshAgent {
     this.certs?.close();
     this.fileSource?.close();
     await Promise.all([this.inbound?.close(), this.upstreams?.close(), this.admin?.close()]);
+    await this.telemetry.close();
     this.state?.unlock();
   }
 

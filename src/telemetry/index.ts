@@ -1,4 +1,4 @@
-// Telemetry: logs and metrics now; access logs and traces grow here.
+// Telemetry: logs, metrics (the agent's own and Istio's standard ones), access logs, traces and live taps.
 export { createLogger, silentLogger, type Logger, type LogFields, type LogFormat } from './logger';
 export {
   MetricsRegistry,
@@ -14,3 +14,8 @@ export {
   escapeLabelValue,
   formatValue,
 } from './metrics';
+export { IstioMetrics, Hop, NO_FLAGS, DURATION_BUCKETS_MS, SIZE_BUCKETS, type HopLabels, type Reporter, type RequestStats } from './istio-metrics';
+export { AccessLog, type AccessLogSettings, type RequestRecord } from './access-log';
+export { OtlpExporter, otlpBody, type FinishedSpan, type OtlpSettings, type ExporterStats } from './otlp-exporter';
+export { incomingContext, outgoingHeaders, startSpan, REPLACED_TRACE_HEADERS, type SpanContext } from './trace-context';
+export { MeshTelemetry, tapMatches, type TapFilter, type TracingSettings, type Tracing } from './mesh-telemetry';
