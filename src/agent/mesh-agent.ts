@@ -71,7 +71,14 @@ export class MeshAgent {
     this.current = config;
     this.log = opts.log ?? silentLogger;
     this.clock = opts.clock ?? systemClock;
-    this.metrics = new AgentMetrics({ consulWatches: () => this.consul?.source.status() ?? [], clusters: () => this.clusters.values(), now: () => this.clock.now() });
+    this.metrics = new AgentMetrics({
+      consulWatches: () => this.consul?.source.status() ?? [],
+      clusters: () => this.clusters.values(),
+      certificates: () => (this.certs ? this.certs.status() : []),
+      policyVersion: () => this.meshPolicy?.holding?.version,
+      upstreams: () => (this.upstreams?.list() ?? []).map((u) => ({ cluster: u.listener.route.cluster, stats: u.listener.statusStats() })),
+      now: () => this.clock.now(),
+    });
     this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }));
     this.telemetry.configure(config);
   }
@@ -385,6 +392,7 @@ export class MeshAgent {
       const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', describeError(err));
       this.log.error('mesh policy version refused, keeping the last good one', { version: msg.version, error: describeError(e) });
       const holding = this.meshPolicy.holding;
+      this.metrics.policyNacks.inc();
       this.connection?.send({ type: 'policy-nack', version: msg.version, code: e.code, message: e.message.slice(0, 8000), ...(holding ? { holding } : {}) });
     }
   }

@@ -136,6 +136,18 @@ describe('data-plane telemetry', () => {
     assert.equal(sample(textB, 'istio_tcp_connections_opened_total', { reporter: 'destination', destination_service_name: 'echo', connection_security_policy: 'mutual_tls' }), 1);
   });
 
+  it("reports the agent's own health: certificate expiry, policy version, retries and overflows, event-loop lag, RSS", async () => {
+    const text = await metrics(a);
+    const webExpiry = sample(text, 'mesh_certificate_expiry_seconds', { identity: 'spiffe://mesh.local/ns/default/sa/web', kind: 'workload' });
+    assert.ok(webExpiry !== undefined && webExpiry > 60, `the web certificate expires in the future (${webExpiry})`);
+    assert.equal(Number(/^mesh_policy_version (\d+)$/m.exec(text)?.[1]), 0, 'no mesh policy pushed yet');
+    assert.equal(Number(/^mesh_policy_nacks_total (\d+)$/m.exec(text)?.[1]), 0);
+    assert.match(text, /^mesh_retries_total\{upstream="[^"]*api[^"]*"\} 0$/m);
+    assert.match(text, /^mesh_circuit_breaker_overflows_total\{upstream="[^"]*api[^"]*",kind="requests"\} 0$/m);
+    assert.match(text, /^mesh_event_loop_lag_seconds\{quantile="0.99"\} [\d.e-]+$/m);
+    assert.ok(Number(/^process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]) > 10_000_000);
+  });
+
   it('writes one JSON access log line per request and connection, with Envoy fields and flags', async () => {
     const lines = await until('five access log lines', () => {
       const l = readFileSync(logFile(), 'utf8').split('\n').filter(Boolean);
