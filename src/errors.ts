@@ -31,6 +31,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_MTLS_MODE: { retryable: false, text: 'An inbound connection did not come the way the service\'s PeerAuthentication mode takes: plaintext to a STRICT service, mTLS to a DISABLE one, or plaintext no single service can take.' },
   MESH_ERR_LOCAL_SERVICE_INVALID: { retryable: false, text: 'A service the local Consul agent lists opted in to the mesh (tag mesh or meta mesh-enabled) but its registration is not usable (name, port or a mesh-* meta value); it is left out of the mesh, the other services are kept.' },
   MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
+  MESH_ERR_TAP_LIMIT: { retryable: true, text: 'The server runs as many live taps (mesh-agent tap) as it allows; stop one and try again.' },
   MESH_ERR_POLICY_SIGNATURE: { retryable: false, text: 'A mesh policy version does not verify: its documents do not match the signed digest, the signature is wrong, or the signing certificate is not the mesh\'s policy signer; the agent refuses it and keeps the last good version.' },
 } as const;
 

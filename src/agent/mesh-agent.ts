@@ -3,7 +3,7 @@
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, isMeshError, MeshError } from '../errors';
-import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
+import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type TapFilterMessage, type WorkloadRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
@@ -21,6 +21,7 @@ import { diffServices, mergeLocalServices, noChanges, serviceKey, upstreamKey, t
 import { MeshPolicy } from './mesh-policy';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
+import { TapRelay } from './tap-relay';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
 
 /** How often the agent reports its certificates to the server. */
@@ -129,6 +130,10 @@ export class MeshAgent {
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
     this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
     this.connection.on('connected', () => this.certs.renewDue());
+    const taps = new TapRelay(this.telemetry, (msg) => this.connection?.send(msg));
+    this.connection.on('tap-start', (msg: { id: string; filter: TapFilterMessage }) => taps.start(msg.id, msg.filter));
+    this.connection.on('tap-stop', (msg: { id: string }) => taps.stop(msg.id));
+    this.connection.on('disconnected', () => taps.stopAll());
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
     if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });

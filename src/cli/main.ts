@@ -12,6 +12,7 @@ import { adminOptions, examples, json, output } from './command-helpers';
 import { runDemo } from './demo';
 import { addExplainCommand } from './explain-command';
 import { addPolicyCommands } from './policy-commands';
+import { addTapCommand } from './tap-command';
 import { printAgentStatus, printServerStatus } from './status-output';
 import { runUntilSignal } from './run-until-signal';
 import { runSampleService } from './sample-service';
@@ -148,6 +149,7 @@ export function buildProgram(): Command {
 
   addPolicyCommands(program);
   addExplainCommand(program);
+  addTapCommand(program);
 
   program
     .command('version')

@@ -10,6 +10,8 @@ import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
 import type { PolicyService } from './policy-service';
+import type { TapHub } from './tap-hub';
+import { serveTap } from './tap-stream';
 
 /** What the admin API reads and changes. */
 export interface AdminDeps {
@@ -24,6 +26,8 @@ export interface AdminDeps {
   readonly startedAt: number;
   readonly now: () => number;
   readonly log: Logger;
+  /** Live taps (GET /v1/tap); absent: the route answers MESH_ERR_NOT_FOUND. */
+  readonly taps?: TapHub;
 }
 
 /** The name history records for changes made with the admin token of `<dataDir>/admin-token`. */
@@ -82,6 +86,10 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
       try {
         requireBearer(req, deps.adminToken, equal);
         const url = new URL(req.url ?? '/', 'http://admin');
+        if (req.method === 'GET' && url.pathname === '/v1/tap' && deps.taps) {
+          serveTap(deps.taps, req, res, url.searchParams);
+          return;
+        }
         const route = routes[`${req.method} ${url.pathname}`];
         if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
         const [code, body] = await route(req, url.searchParams);

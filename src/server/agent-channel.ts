@@ -10,6 +10,7 @@ import { CHANNEL_PROTOCOL, parseAgentMessage, type AgentMessage, type ServerMess
 import type { Store } from '../store';
 import type { Logger } from '../telemetry';
 import type { PolicyDistributor, PolicySubscriber } from './policy-distributor';
+import { TapHub, type TapTarget } from './tap-hub';
 
 /** What the channel needs from the server. */
 export interface AgentChannelDeps {
@@ -22,10 +23,12 @@ export interface AgentChannelDeps {
   readonly log: Logger;
 }
 
-interface Session extends PolicySubscriber {
+interface Session extends PolicySubscriber, TapTarget {
   readonly ws: WebSocket;
   readonly connectedAt: number;
   services: readonly ServiceRef[];
+  upstreams: readonly ServiceRef[];
+  protocol: number;
 }
 
 /** Max size of one channel message; CSRs and reports are small. */
@@ -34,6 +37,8 @@ const MAX_MESSAGE_BYTES = 256 * 1024;
 export class AgentChannel {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly sessions = new Map<string, Session>();
+  /** Live taps, asked of the connected agents. */
+  readonly taps = new TapHub(() => this.sessions.values());
 
   constructor(private readonly deps: AgentChannelDeps) {}
 
@@ -69,6 +74,8 @@ export class AgentChannel {
       ws,
       connectedAt: this.deps.now(),
       services: [],
+      upstreams: [],
+      protocol: 1,
       send: (text) => {
         if (ws.readyState === ws.OPEN) ws.send(text);
       },
@@ -102,6 +109,8 @@ export class AgentChannel {
     switch (msg.type) {
       case 'hello': {
         session.services = msg.services;
+        session.upstreams = msg.upstreams;
+        session.protocol = msg.protocol;
         const refs = (list: readonly ServiceRef[]): string[] => list.map((s) => `${s.namespace}/${s.name}`);
         this.deps.store.agents.touch(session.agentId, now, {
           address: msg.address || address,
@@ -114,6 +123,7 @@ export class AgentChannel {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);
           this.deps.policy.subscribe(session, msg.policy);
         }
+        this.taps.agentJoined(session);
         return;
       }
       case 'policy-ack':
@@ -121,6 +131,9 @@ export class AgentChannel {
         return;
       case 'policy-nack':
         this.deps.policy.refused(session, msg.version, `${msg.code}: ${msg.message}`, msg.holding);
+        return;
+      case 'tap-records':
+        this.taps.records(session.agentId, msg.id, msg.records, msg.dropped);
         return;
       case 'report':
         this.deps.store.agents.touch(session.agentId, now);

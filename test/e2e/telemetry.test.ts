@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { startEchoApp, startHttpApp, tcpExchange } from '../helpers/apps';
-import { TestMesh, type AgentHandle } from '../helpers/mesh';
-import { freePort } from '../helpers/processes';
+import { TestMesh, type AgentHandle, type ServerHandle } from '../helpers/mesh';
+import { freePort, meshAgent } from '../helpers/processes';
 
 interface OtlpSpan {
   traceId: string;
@@ -51,6 +51,7 @@ describe('data-plane telemetry', () => {
   let echo: Awaited<ReturnType<typeof startEchoApp>>;
   let a: AgentHandle;
   let b: AgentHandle;
+  let server: ServerHandle;
   const ports = { api: 0, echo: 0, nowhere: 0 };
   const logFile = (): string => join(mesh.root, 'a-access.log');
 
@@ -67,7 +68,7 @@ describe('data-plane telemetry', () => {
     await new Promise<void>((r) => collector.listen(0, '127.0.0.1', r));
     const otlp = `http://127.0.0.1:${(collector.address() as { port: number }).port}/v1/traces`;
     const tracing = `tracing: { otlpEndpoint: "${otlp}", flushInterval: 50ms }\n`;
-    const server = await mesh.startServer();
+    server = await mesh.startServer();
     api = await startHttpApp('api');
     echo = await startEchoApp();
     b = await mesh.startAgent(
@@ -198,5 +199,23 @@ describe('data-plane telemetry', () => {
       assert.equal(r.parentSpanId, undefined);
       assert.ok(spans.some((s) => s.kind === 2 && s.parentSpanId === r.spanId));
     }
+  });
+
+  it('taps live requests through the server from the agents that carry them, and stops when the tap ends', async () => {
+    const tap = mesh.track(meshAgent('tap', ['tap', '--to', 'api', '--path', '/tapped', '--count', '1', '-o', 'json', '--admin', server.adminAddr, '--data-dir', server.dataDir]));
+    await tap.waitFor(/tapping 2 agent\(s\) \(2 started\)/);
+    assert.equal((await request(`http://127.0.0.1:${ports.api}/untapped`)).statusCode, 200, 'a request the filter does not select');
+    const res = await request(`http://127.0.0.1:${ports.api}/tapped/1`);
+    assert.equal(res.statusCode, 200);
+    await res.body.dump();
+    assert.equal(await tap.exited, 0, tap.stderr);
+    const lines = tap.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0]!.path, '/tapped/1');
+    assert.equal(lines[0]!.destination_service, 'api');
+    assert.equal(lines[0]!.source_workload, 'web');
+    assert.equal(lines[0]!.response_code, 200);
+    // The CLI left: the server stops the tap on both agents, which stop building records.
+    for (const agent of [a, b]) await until('the tap stopped on the agent', async () => (/^mesh_taps_active 0$/m.test(await metrics(agent)) ? true : undefined));
   });
 });

@@ -1,5 +1,5 @@
 // Request telemetry without processes: Istio hops and their histograms, trace context on the wire, the OTLP exporter's
-// bounded queue, access log modes, tap filters, local-answer facts and the config blocks.
+// bounded queue, access log modes, tap filters and the server's tap hub, local-answer facts and the config blocks.
 
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { loadAgentConfig } from '../../src/agent/agent-config';
 import { isMeshError } from '../../src/errors';
+import { MAX_TAP_RECORDS, parseAgentMessage, parseServerMessage } from '../../src/protocol';
+import { MAX_TAPS, mayCarry, TapHub, type TapTarget } from '../../src/server/tap-hub';
 import { localAnswerFacts } from '../../src/proxy/http1/http1-telemetry';
 import { simpleResponse } from '../../src/proxy/http1/http1-head';
 import {
@@ -281,5 +283,56 @@ describe('telemetry config', () => {
         /tracing\.otlpEndpoint.*required/.test(e.message) &&
         /tracing\.extra.*unknown field/.test(e.message),
     );
+  });
+});
+
+describe('live tap plumbing', () => {
+  const target = (agentId: string, services: string[], upstreams: string[], sent: string[], protocol = 3): TapTarget => ({
+    agentId,
+    protocol,
+    services: services.map((name) => ({ name, namespace: 'default' })),
+    upstreams: upstreams.map((name) => ({ name, namespace: 'default' })),
+    send: (text) => sent.push(text),
+  });
+
+  test('a tap is asked only of agents that run or call the service; late agents are asked; records of a stopped tap are dropped', () => {
+    const sentA: string[] = [];
+    const sentB: string[] = [];
+    const sentC: string[] = [];
+    const targets = [target('a', ['web'], ['api'], sentA), target('b', ['api'], [], sentB), target('c', ['billing'], [], sentC), target('old', ['api'], [], [], 2)];
+    const hub = new TapHub(() => targets);
+    const got: unknown[] = [];
+    const ready: string[] = [];
+    const tap = hub.start({ to: 'api.default' }, { ready: (id) => ready.push(id), records: (id, r) => got.push([id, r.length]) });
+    assert.equal(tap.asked, 2, 'a (calls api) and b (runs api); not c, not an agent of protocol 2');
+    const start = parseServerMessage(sentA[0]!);
+    assert.equal(start.type, 'tap-start');
+    const id = (start as { id: string }).id;
+    assert.deepEqual((start as { filter: unknown }).filter, { to: 'api.default' });
+    hub.records('a', id, [], 0);
+    hub.records('b', id, [{ path: '/x' }], 0);
+    hub.records('c', id, [{ path: '/y' }], 0);
+    assert.deepEqual(ready, ['a']);
+    assert.deepEqual(got, [['b', 1]], 'c was never asked');
+    const late = target('d', [], ['api'], []);
+    targets.push(late);
+    hub.agentJoined(late);
+    tap.stop();
+    assert.equal(parseServerMessage(sentB.at(-1)!).type, 'tap-stop');
+    hub.records('b', id, [{ path: '/z' }], 0);
+    assert.equal(got.length, 1);
+    assert.equal(sentC.length, 0);
+    assert.ok(mayCarry(target('x', ['web'], [], []), { from: 'web' }));
+    assert.ok(!mayCarry(target('x', ['api'], [], []), { from: 'web' }));
+  });
+
+  test('taps are limited, and channel messages are checked', () => {
+    const hub = new TapHub(() => []);
+    for (let i = 0; i < MAX_TAPS; i++) hub.start({}, { ready() {}, records() {} });
+    assert.throws(() => hub.start({}, { ready() {}, records() {} }), (e: unknown) => isMeshError(e, 'MESH_ERR_TAP_LIMIT'));
+    const many = Array.from({ length: MAX_TAP_RECORDS + 1 }, () => ({}));
+    assert.throws(() => parseAgentMessage(JSON.stringify({ type: 'tap-records', id: 'x', records: many })), (e: unknown) => isMeshError(e, 'MESH_ERR_BAD_REQUEST') && /at most 100/.test(e.message));
+    assert.deepEqual(parseAgentMessage(JSON.stringify({ type: 'tap-records', id: 'x', records: [{ a: 1 }], dropped: 3 })), { type: 'tap-records', id: 'x', records: [{ a: 1 }], dropped: 3 });
+    assert.throws(() => parseServerMessage(JSON.stringify({ type: 'tap-start', id: 'x', filter: { to: 5 } })), (e: unknown) => isMeshError(e, 'MESH_ERR_BAD_REQUEST') && /tap filter\.to/.test(e.message));
   });
 });
