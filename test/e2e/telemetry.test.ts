@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { startEchoApp, startHttpApp, tcpExchange } from '../helpers/apps';
-import { TestMesh, type AgentHandle, type ServerHandle } from '../helpers/mesh';
+import { agentMetrics, metricSample, TestMesh, type AgentHandle, type ServerHandle } from '../helpers/mesh';
 import { freePort, meshAgent } from '../helpers/processes';
 
 interface OtlpSpan {
@@ -28,20 +28,8 @@ async function until<T>(what: string, f: () => Promise<T | undefined> | T | unde
   }
 }
 
-async function metrics(agent: AgentHandle): Promise<string> {
-  const token = readFileSync(join(agent.stateDir, 'admin-token'), 'utf8').trim();
-  const res = await fetch(`http://${agent.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } });
-  assert.equal(res.status, 200);
-  return res.text();
-}
-
-/** The value of the one sample of `name` whose labels include all of `labels`. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
-  const lines = text.split('\n').filter((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w)));
-  if (lines.length > 1) throw new Error(`${lines.length} samples of ${name} match ${want.join(',')}:\n${lines.join('\n')}`);
-  return lines[0] === undefined ? undefined : Number(lines[0].slice(lines[0].lastIndexOf(' ') + 1));
-}
+const metrics = agentMetrics;
+const sample = metricSample;
 
 describe('data-plane telemetry', () => {
   const mesh = new TestMesh();
