@@ -81,6 +81,8 @@ export interface AgentConfig {
   /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
   readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
+  /** Per-request telemetry of the data plane (Istio metrics, access log, traces, taps); false takes it off the request path entirely. Read at start. @default true */
+  readonly requestTelemetry: boolean;
   /** JSON access logs of requests and TCP connections. @default mode off */
   readonly accessLog: AccessLogSettings;
   /** Spans exported as OTLP/HTTP JSON, when present. */
@@ -132,12 +134,13 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
+  const requestTelemetry = r.boolean('requestTelemetry', true);
   const accessLog = readAccessLog(r.object('accessLog'), baseDir);
   const tracing = r.has('tracing') ? readTracing(r.object('tracing')) : undefined;
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, accessLog, tracing });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, requestTelemetry, accessLog, tracing });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

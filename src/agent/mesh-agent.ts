@@ -148,9 +148,11 @@ export class MeshAgent {
       this.applyPolicy(cachedPolicy);
     }
 
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, this.telemetry);
+    // With requestTelemetry off the listeners get none: no per-request telemetry work at all.
+    const requests = config.requestTelemetry ? this.telemetry : undefined;
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, requests);
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.telemetry), this.log);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, requests), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),
