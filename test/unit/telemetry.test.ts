@@ -249,6 +249,17 @@ describe('access log and taps', () => {
     stop();
     assert.equal(t.detailed, false);
     assert.equal(seen.length, 1);
+    const dir = tempDir();
+    try {
+      t.configure({ accessLog: { mode: 'on', sampleRate: 0, path: join(dir.dir, 'a.log') }, tracing: undefined });
+      assert.equal(t.detailed, true, 'an access log wants records');
+      t.configure({ accessLog: { mode: 'off', sampleRate: 0, path: undefined }, tracing: { endpoint: 'http://127.0.0.1:1/v1/traces', sampleRate: 1, batchSize: 10, maxQueue: 10, flushIntervalMs: 1000 } });
+      assert.equal(t.detailed, false);
+      assert.equal(t.tracing?.sampleRate, 1, 'tracing on: spans are made, records are not');
+    } finally {
+      void t.close();
+      dir.cleanup();
+    }
   });
 });
 
