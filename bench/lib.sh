@@ -80,6 +80,7 @@ EOF
   cat >"$tmp/out.yaml" <<EOF
 nodeName: out
 stateDir: ./out-state
+requestTelemetry: ${REQUEST_TELEMETRY:-true}
 inbound: { listen: "127.0.0.1:$P_OUT_INBOUND" }
 admin: { listen: "127.0.0.1:$P_OUT_ADMIN" }
 endpointsFile: ./endpoints.yaml
@@ -97,6 +98,7 @@ EOF
   cat >"$tmp/in.yaml" <<EOF
 nodeName: in
 stateDir: ./in-state
+requestTelemetry: ${REQUEST_TELEMETRY:-true}
 inbound: { listen: "127.0.0.1:$P_IN_INBOUND" }
 admin: { listen: "127.0.0.1:$P_IN_ADMIN" }
 services:

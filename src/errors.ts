@@ -33,6 +33,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
   MESH_ERR_CAPTURE: { retryable: false, text: 'Transparent capture could not program the nat table: iptables is missing, the process lacks CAP_NET_ADMIN, or iptables-restore refused the rules (its message is included).' },
   MESH_ERR_GOSSIP: { retryable: true, text: 'A policy gossip exchange with a peer agent failed: the peer broke the protocol, sent more than the size cap, offered a version that is not newer, or did not answer in time; the agent keeps its version and asks other peers later.' },
+  MESH_ERR_TAP_LIMIT: { retryable: true, text: 'The server runs as many live taps (mesh-agent tap) as it allows; stop one and try again.' },
   MESH_ERR_POLICY_SIGNATURE: { retryable: false, text: 'A mesh policy version does not verify: its documents do not match the signed digest, the signature is wrong, or the signing certificate is not the mesh\'s policy signer; the agent refuses it and keeps the last good version.' },
 } as const;
 

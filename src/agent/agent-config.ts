@@ -7,6 +7,8 @@ import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type Consu
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 import { parseCidr } from '../capture/virtual-ips';
 import type { CaptureSettings } from '../capture/capture-plan';
+import type { AccessLogSettings, TracingSettings } from '../telemetry';
+import { readAccessLog, readTracing } from './telemetry-config';
 
 export type ServiceProtocol = MeshProtocol;
 
@@ -87,6 +89,12 @@ export interface AgentConfig {
   readonly capture: CaptureConfig;
   /** Policy gossip with the agents this one calls (docs/gossip.md). */
   readonly gossip: GossipConfig;
+  /** Per-request telemetry of the data plane (Istio metrics, access log, traces, taps); false takes it off the request path entirely. Read at start. @default true */
+  readonly requestTelemetry: boolean;
+  /** JSON access logs of requests and TCP connections. @default mode off */
+  readonly accessLog: AccessLogSettings;
+  /** Spans exported as OTLP/HTTP JSON, when present. */
+  readonly tracing: TracingSettings | undefined;
 }
 
 /** The `capture` block: when the agent programs the rules, what they hold (CaptureSettings) and the DNS responder. */
@@ -157,10 +165,13 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const gossipR = r.object('gossip');
   const gossip = { enabled: gossipR.boolean('enabled', true), intervalMs: gossipR.duration('interval', 30_000, { min: 100 }), fanout: gossipR.integer('fanout', 3, { min: 1, max: 100 }) };
   gossipR.done();
+  const requestTelemetry = r.boolean('requestTelemetry', true);
+  const accessLog = readAccessLog(r.object('accessLog'), baseDir);
+  const tracing = r.has('tracing') ? readTracing(r.object('tracing')) : undefined;
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip, requestTelemetry, accessLog, tracing });
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

@@ -3,11 +3,11 @@
 import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, isMeshError, MeshError } from '../errors';
-import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type WorkloadRef } from '../protocol';
+import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type TapFilterMessage, type WorkloadRef } from '../protocol';
 import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource, type DiscoveryUpdate } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
-import { RequestAggregator, silentLogger, type Logger } from '../telemetry';
+import { MeshTelemetry, RequestAggregator, silentLogger, type Logger } from '../telemetry';
 import { CaptureController, type CaptureSubject } from '../capture';
 import { applyDestinationPolicy } from './cluster-policy';
 import { AdminServer } from './admin-server';
@@ -24,6 +24,7 @@ import { PolicyGossip, type GossipPeer } from './policy-gossip';
 import { ServerConnection } from './server-connection';
 import { StateDir, type Enrollment } from './state-dir';
 import { StatsReporter } from './stats-reporter';
+import { TapRelay } from './tap-relay';
 import { UpstreamListeners, type DesiredUpstream } from './upstream-listeners';
 
 /** How often the agent reports its certificates to the server. */
@@ -68,6 +69,8 @@ export class MeshAgent {
    */
   readonly requestStats = new RequestAggregator();
   private statsReporter?: StatsReporter;
+  /** Istio request metrics, access logs, traces and live taps of the data plane. */
+  readonly telemetry: MeshTelemetry;
   private admin?: AdminServer;
   private reportTimer?: NodeJS.Timeout;
   private bound: { inbound?: HostPort; admin?: HostPort } = {};
@@ -83,7 +86,16 @@ export class MeshAgent {
     this.current = config;
     this.log = opts.log ?? silentLogger;
     this.clock = opts.clock ?? systemClock;
-    this.metrics = new AgentMetrics({ consulWatches: () => this.consul?.source.status() ?? [], clusters: () => this.clusters.values(), now: () => this.clock.now() });
+    this.metrics = new AgentMetrics({
+      consulWatches: () => this.consul?.source.status() ?? [],
+      clusters: () => this.clusters.values(),
+      certificates: () => (this.certs ? this.certs.status() : []),
+      policyVersion: () => this.meshPolicy?.holding?.version,
+      upstreams: () => (this.upstreams?.list() ?? []).map((u) => ({ cluster: u.listener.route.cluster, stats: u.listener.statusStats() })),
+      now: () => this.clock.now(),
+    });
+    this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }));
+    this.telemetry.configure(config);
   }
 
   /** The configuration in force. */
@@ -138,6 +150,10 @@ export class MeshAgent {
       certificates: () => this.certs.status().flatMap((c) => (c.notAfter ? [{ spiffeId: c.identity, notAfter: c.notAfter }] : [])),
       now: () => this.clock.now(),
     });
+    const taps = new TapRelay(this.telemetry, (msg) => this.connection?.send(msg));
+    this.connection.on('tap-start', (msg: { id: string; filter: TapFilterMessage }) => taps.start(msg.id, msg.filter));
+    this.connection.on('tap-stop', (msg: { id: string }) => taps.stop(msg.id));
+    this.connection.on('disconnected', () => taps.stopAll());
 
     // Endpoints: the file and Consul can be combined; for the same address:port the file wins.
     if (config.endpointsFile) this.fileSource = new StaticFileSource(config.endpointsFile, { log: this.log });
@@ -168,9 +184,11 @@ export class MeshAgent {
       });
     }
     const gossip = this.gossip;
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, gossip && ((socket, peer) => gossip.serve(socket, peer)));
+    // With requestTelemetry off the listeners get none: no per-request telemetry work at all.
+    const requests = config.requestTelemetry ? this.telemetry : undefined;
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, requests, gossip && ((socket, peer) => gossip.serve(socket, peer)));
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log), this.log);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, requests), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),
@@ -311,7 +329,9 @@ export class MeshAgent {
     }
     for (const f of plan.restartNeeded) this.log.warn('this setting changes only with a restart; keeping the running value', { field: f });
     const overrideChanged = (this.config.policyFile === undefined) !== (plan.config.policyFile === undefined);
+    const telemetryChanged = JSON.stringify([this.config.accessLog, this.config.tracing ?? null]) !== JSON.stringify([plan.config.accessLog, plan.config.tracing ?? null]);
     this.current = plan.config;
+    if (telemetryChanged) this.telemetry.configure(plan.config);
     this.applyPolicy(policy);
     if (plan.config.policyFile) this.log.info('policy reloaded', { file: plan.config.policyFile, documents: policy.documents.length });
     if (overrideChanged && plan.config.policyFile) this.log.warn('the local policy file overrides the mesh policy from now on', { file: plan.config.policyFile });
@@ -377,6 +397,7 @@ export class MeshAgent {
     this.certs?.close();
     this.fileSource?.close();
     await Promise.all([this.inbound?.close(), this.upstreams?.close(), this.admin?.close()]);
+    await this.telemetry.close();
     this.state?.unlock();
   }
 
@@ -437,6 +458,7 @@ export class MeshAgent {
       const e = err instanceof MeshError ? err : new MeshError('MESH_ERR_INTERNAL', describeError(err));
       this.log.error('mesh policy version refused, keeping the last good one', { version: msg.version, error: describeError(e) });
       const holding = this.meshPolicy.holding;
+      this.metrics.policyNacks.inc();
       this.connection?.send({ type: 'policy-nack', version: msg.version, code: e.code, message: e.message.slice(0, 8000), ...(holding ? { holding } : {}) });
     }
   }

@@ -112,7 +112,7 @@ export class ServerConnection extends EventEmitter {
       this.log.warn('bad message from server', { error: describeError(err) });
       return;
     }
-    if (msg.type === 'welcome' || msg.type === 'policy') {
+    if (msg.type === 'welcome' || msg.type === 'policy' || msg.type === 'tap-start' || msg.type === 'tap-stop') {
       this.emit(msg.type, msg);
       return;
     }

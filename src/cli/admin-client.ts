@@ -13,16 +13,20 @@ export interface AdminFlags {
   dataDir?: string;
 }
 
+/** The admin API's base URL and token, from flags, MESH_* env, or the data dir. @throws MeshError MESH_ERR_ADMIN_AUTH */
+export function adminTarget(flags: AdminFlags): { url: string; token: string } {
+  const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
+  return { url: /^https?:\/\//.test(base) ? base : `http://${base}`, token: adminToken(flags) };
+}
+
 /** The admin API's base URL (no trailing slash) from --admin, MESH_ADMIN_ADDR or the default address. */
 export function adminUrl(flags: AdminFlags): string {
-  const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
-  return /^https?:\/\//.test(base) ? base : `http://${base}`;
+  return adminTarget(flags).url;
 }
 
 /** Calls the admin API. @throws MeshError with the server's code, or MESH_ERR_SERVER_UNREACHABLE */
 export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
-  const url = adminUrl(flags);
-  const token = adminToken(flags);
+  const { url, token } = adminTarget(flags);
   let res;
   try {
     res = await request(`${url}${path}`, {
@@ -35,16 +39,20 @@ export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path:
   } catch (err) {
     throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `cannot reach the admin API at ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is "mesh-agent server" running? set --admin or MESH_ADMIN_ADDR)`);
   }
-  const text = await res.body.text();
+  return answerOf(url, res.statusCode, await res.body.text());
+}
+
+/** The JSON body of an admin API answer. @throws MeshError with the server's code for an error status */
+export function answerOf(url: string, statusCode: number, text: string): Record<string, unknown> {
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(text) as Record<string, unknown>;
   } catch {
-    throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `the admin API at ${url} answered ${res.statusCode} with something that is not JSON`);
+    throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `the admin API at ${url} answered ${statusCode} with something that is not JSON`);
   }
-  if (res.statusCode >= 400) {
+  if (statusCode >= 400) {
     const e = (json.error ?? {}) as { code?: MeshErrorCode; message?: string };
-    throw new MeshError(e.code ?? 'MESH_ERR_BAD_REQUEST', e.message ?? `admin API answered ${res.statusCode}`);
+    throw new MeshError(e.code ?? 'MESH_ERR_BAD_REQUEST', e.message ?? `admin API answered ${statusCode}`);
   }
   return json;
 }

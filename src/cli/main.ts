@@ -15,6 +15,7 @@ import { runDemo } from './demo';
 import { addCaptureCommands } from './capture-commands';
 import { addExplainCommand } from './explain-command';
 import { addPolicyCommands } from './policy-commands';
+import { addTapCommand } from './tap-command';
 import { printAgentStatus, printServerStatus } from './status-output';
 import { runUntilSignal } from './run-until-signal';
 import { runSampleService } from './sample-service';
@@ -156,6 +157,7 @@ export function buildProgram(): Command {
   addExplainCommand(program);
   addCaptureCommands(program);
   addDashboardCommand(program);
+  addTapCommand(program);
 
   program
     .command('version')

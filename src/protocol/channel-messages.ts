@@ -6,11 +6,22 @@ import { parseStatsMessage, type StatsMessage } from './stats-message';
 
 /**
  * The channel protocol's version. 1: enrollment, certificates, reports. 2: policy push (`policy`, `policy-ack`,
- * `policy-nack`). Each side says its number (`hello.protocol`, `welcome.protocol`; absent means 1), and the server
- * pushes policy only to agents that speak 2 or later. 3: `stats` (request counts for the dashboard), which an agent
- * sends only to a server that speaks 3 or later. Fields a side does not know are ignored.
+ * `policy-nack`). 3: `stats` (request counts for the dashboard), which an agent sends only to a server that speaks 3
+ * or later, and live taps (`tap-start`, `tap-stop`, `tap-records`). Each side says its number (`hello.protocol`,
+ * `welcome.protocol`; absent means 1), and the server pushes policy only to agents that speak 2 or later, taps to
+ * those that speak 3. Fields a side does not know are ignored.
  */
 export const CHANNEL_PROTOCOL = 3;
+
+/** What a live tap selects (every given field must match): see MeshTelemetry's TapFilter. */
+export interface TapFilterMessage {
+  readonly to?: string;
+  readonly from?: string;
+  readonly pathPrefix?: string;
+}
+
+/** Most request records in one `tap-records` message; an agent drops (and counts) what does not fit. */
+export const MAX_TAP_RECORDS = 100;
 
 /** A local service an agent runs, as it reports it. */
 export interface ServiceRef {
@@ -68,14 +79,18 @@ export type AgentMessage =
   | { readonly type: 'report'; readonly certificates: readonly { spiffeId: string; serial: string; notAfter: string }[] }
   | { readonly type: 'policy-ack'; readonly version: number; readonly digest: string; readonly override: boolean }
   | { readonly type: 'policy-nack'; readonly version: number; readonly code: string; readonly message: string; readonly holding?: PolicyVersionRef }
-  | StatsMessage;
+  | StatsMessage
+  /** Records a tap selected since the last message (none: the tap started), and how many were dropped meanwhile. */
+  | { readonly type: 'tap-records'; readonly id: string; readonly records: readonly Record<string, unknown>[]; readonly dropped: number };
 
 /** Server to agent. */
 export type ServerMessage =
   | { readonly type: 'welcome'; readonly trustDomain: string; readonly roots: readonly string[]; readonly agentId: string; readonly protocol: number }
   | { readonly type: 'signed'; readonly id: number; readonly cert: string }
   | { readonly type: 'error'; readonly id?: number; readonly code: string; readonly message: string }
-  | PolicyMessage;
+  | PolicyMessage
+  | { readonly type: 'tap-start'; readonly id: string; readonly filter: TapFilterMessage }
+  | { readonly type: 'tap-stop'; readonly id: string };
 
 /** Body of POST /v1/enroll. */
 export interface EnrollRequest {
@@ -162,6 +177,14 @@ function documentSource(v: unknown, what: string): PolicyDocumentSource {
   return { ...documentKey(o, what), source: str(o, 'source', what, MAX_SOURCE) };
 }
 
+/** A tap filter: optional strings `to`, `from`, `pathPrefix`. */
+export function tapFilter(v: unknown): TapFilterMessage {
+  const o = v === undefined ? {} : obj(v, 'tap filter');
+  const out: { to?: string; from?: string; pathPrefix?: string } = {};
+  for (const k of ['to', 'from', 'pathPrefix'] as const) if (o[k] !== undefined) out[k] = str(o, k, 'tap filter', k === 'pathPrefix' ? 2048 : 253);
+  return out;
+}
+
 /** Parses JSON text from a peer. @throws MeshError MESH_ERR_BAD_REQUEST */
 export function parseJson(text: string, what: string): unknown {
   try {
@@ -219,8 +242,13 @@ export function parseAgentMessage(text: string): AgentMessage {
     }
     case 'stats':
       return parseStatsMessage(o);
+    case 'tap-records': {
+      const records = list(o, 'records', 'tap-records', (v, at) => obj(v, at));
+      if (records.length > MAX_TAP_RECORDS) throw bad(`tap-records.records holds ${records.length} records, at most ${MAX_TAP_RECORDS}`);
+      return { type: 'tap-records', id: str(o, 'id', 'tap-records', 64), records, dropped: o.dropped === undefined ? 0 : count(o, 'dropped', 'tap-records', 0) };
+    }
     default:
-      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign, report, policy-ack, policy-nack or stats)`);
+      throw bad(`unknown message type ${JSON.stringify(o.type)} (expected hello, sign, report, policy-ack, policy-nack, stats or tap-records)`);
   }
 }
 
@@ -256,6 +284,10 @@ export function parseServerMessage(text: string): ServerMessage {
         removals: list(o, 'removals', 'policy', documentKey),
       };
     }
+    case 'tap-start':
+      return { type: 'tap-start', id: str(o, 'id', 'tap-start', 64), filter: tapFilter(o.filter) };
+    case 'tap-stop':
+      return { type: 'tap-stop', id: str(o, 'id', 'tap-stop', 64) };
     default:
       throw bad(`unknown message type ${JSON.stringify(o.type)}`);
   }

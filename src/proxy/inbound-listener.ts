@@ -17,7 +17,8 @@ import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
 import { GOSSIP_ALPN } from '../protocol';
 import { acceptsMtls, acceptsPlaintext, formatServiceRef, normalizeHost, principalOf, type AuthzHttp, type CompiledPolicy } from '../policy';
-import type { Logger } from '../telemetry';
+import type { Logger, MeshTelemetry } from '../telemetry';
+import { inboundHop, observeTcp, type ExchangeReporter } from './exchange-report';
 import { ConnectionPool } from './connection-pool';
 import { drainAndClose, trackConnections } from './drain';
 import { classifyFirstBytes, type FirstBytesKind } from './first-bytes';
@@ -86,10 +87,12 @@ export class InboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
     private readonly policy: () => CompiledPolicy,
+    /** Metrics, access log, traces and taps of inbound traffic; absent when nothing reports. */
+    private readonly telemetry?: MeshTelemetry,
     /** Takes the connections that chose the gossip ALPN (docs/gossip.md); without it they are closed. */
     private readonly gossip?: (socket: TLSSocket, peer: SpiffeId | undefined) => void,
   ) {
-    this.h2 = new H2Inbound(this.stats, log);
+    this.h2 = new H2Inbound(this.stats, log, telemetry);
     this.authorizer = new InboundAuthorizer(policy, this.stats, log);
     this.tls = createTlsServer({
       requestCert: true,
@@ -216,7 +219,7 @@ export class InboundListener {
       this.h2.serve(socket, route, this.h2Caller(route, facts, 'plaintext'));
       return;
     }
-    this.serveTcp(socket, route, facts);
+    this.serveTcp(socket, route, facts, undefined);
   }
 
   /** The one service of `protocols` that takes plaintext; when none or several do, the connection is refused. */
@@ -280,20 +283,21 @@ export class InboundListener {
     socket.setNoDelay(true);
     const xfcc = xfccOf(socket, route, peer);
     if (socket.alpnProtocol === 'h2') {
-      this.h2.serve(socket, route, this.h2Caller(route, facts, peer.toString(), xfcc));
+      this.h2.serve(socket, route, this.h2Caller(route, facts, peer.toString(), xfcc, peer));
       return;
     }
     if (route.protocol === 'http') {
       this.serveHttp(socket, route, facts, peer, xfcc);
       return;
     }
-    this.serveTcp(socket, route, facts);
+    this.serveTcp(socket, route, facts, peer);
   }
 
   /** An HTTP/2 connection's caller: each stream admitted, the session and open streams checked again on policy change. */
-  private h2Caller(route: InboundRoute, facts: ConnectionFacts, peer: string, xfcc?: string): H2Caller {
+  private h2Caller(route: InboundRoute, facts: ConnectionFacts, peer: string, xfcc?: string, peerId?: SpiffeId): H2Caller {
     return {
       peer,
+      ...(peerId ? { peerId } : {}),
       ...(xfcc ? { xfcc } : {}),
       authorize: (headers) => this.authorizer.admitStream(route, facts, headers),
       watch: (headers, close) => this.authorizer.watchH2(route, facts, headers, close),
@@ -301,11 +305,15 @@ export class InboundListener {
   }
 
   /** TCP: the connection is admitted once (L4 attributes), then piped to the app; a new policy may close it. */
-  private serveTcp(socket: Socket, route: InboundRoute, facts: ConnectionFacts): void {
+  private serveTcp(socket: Socket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId | undefined): void {
+    const t = this.telemetry;
+    const seen = t && observeTcp(t, inboundHop(t, route, peer), socket);
     if (!this.authorizer.admit(route, facts).allowed) {
+      if (seen) seen.flags = 'RBAC';
       socket.destroy();
       return;
     }
+    if (seen) seen.upstream = { address: route.target.host, port: route.target.port, weight: 1, labels: {} };
     const tracked: OpenConnection = { facts, current: () => ({ route }), close: () => socket.destroy() };
     this.authorizer.track(tracked);
     socket.once('close', () => this.authorizer.untrack(tracked));
@@ -313,6 +321,7 @@ export class InboundListener {
     app.setNoDelay(true);
     app.once('error', (err) => {
       this.stats.upstreamFailures++;
+      if (seen) seen.flags = 'UF';
       this.log.warn('local app unreachable', { service: route.sni, target: formatHostPort(route.target), error: describeError(err) });
     });
     pipeBoth(socket, app);
@@ -324,7 +333,7 @@ export class InboundListener {
    */
   private serveHttp(socket: TLSSocket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string): void {
     const forward: Decision = { kind: 'forward', target: this.appTarget(route), edits: setOnlyEdits([['x-forwarded-client-cert', xfcc]]) };
-    this.serveHttpSession(socket, facts, peer.toString(), route, () => route, () => forward);
+    this.serveHttpSession(socket, facts, peer, route, () => route, () => forward);
   }
 
   /** Plaintext HTTP/1.1: each request picks its service by Host, must be let in by that service's mode and policies. */
@@ -333,7 +342,7 @@ export class InboundListener {
     this.serveHttpSession(
       socket,
       facts,
-      'plaintext',
+      undefined,
       undefined,
       (head) => {
         const host = headerValue(head, 'host') ?? '';
@@ -356,17 +365,26 @@ export class InboundListener {
   private serveHttpSession(
     socket: Socket,
     facts: ConnectionFacts,
-    peer: string,
+    peerId: SpiffeId | undefined,
     first: InboundRoute | undefined,
     pick: (head: HttpHead) => InboundRoute | Buffer,
     forward: (route: InboundRoute) => Decision,
   ): void {
     let upgrade: { route: InboundRoute; http: AuthzHttp } | undefined;
     let last = first;
+    const peer = peerId?.toString() ?? 'plaintext';
+    const t = this.telemetry;
+    // The hop of the service a request is for, resolved again only when a connection's requests change service.
+    const reporter: ExchangeReporter | null = t ? { telemetry: t, hop: inboundHop(t, first, peerId) } : null;
+    let counted = first;
+    const countAs = (route: InboundRoute | undefined): void => {
+      if (reporter && route !== counted) reporter.hop = inboundHop(reporter.telemetry, (counted = route), peerId);
+    };
     const session = new Http1Session(
       socket,
       (head) => {
         const route = pick(head);
+        countAs(Buffer.isBuffer(route) ? undefined : route);
         if (Buffer.isBuffer(route)) return { kind: 'respond', response: route };
         last = route;
         // Most services have no policy to check: then no request attributes are built.
@@ -383,6 +401,7 @@ export class InboundListener {
           this.log.warn('malformed HTTP request on inbound connection', { peer, error: msg });
         } else this.log.debug('inbound http exchange failed', { peer, kind, error: msg });
       },
+      reporter,
     );
     const tracked: OpenConnection = { facts, current: () => (session.tunneling ? upgrade : last && { route: last, modeOnly: true }), close: () => socket.destroy() };
     this.authorizer.track(tracked);

@@ -5,7 +5,8 @@ import { SpiffeId } from '../ca';
 import { formatHostPort, type HostPort } from '../config';
 import { describeError, MeshError } from '../errors';
 import { matchTcpRoute, ownSubsetPolicy, pickWeighted, serviceRefKey, type CompiledPolicy, type ServiceRef } from '../policy';
-import type { Logger } from '../telemetry';
+import type { MeshTelemetry, Logger } from '../telemetry';
+import { observeTcp, outboundHop, type ExchangeReporter } from './exchange-report';
 import type { Cluster } from './cluster';
 import { ConnectionPool } from './connection-pool';
 import { Http1Session } from './http1/http1-session';
@@ -50,11 +51,17 @@ export class OutboundListener {
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
+    /** Metrics, access log, traces and taps of this port's traffic; absent when nothing reports. */
+    telemetry?: MeshTelemetry,
   ) {
+    this.reporter = telemetry ? { telemetry, hop: outboundHop(telemetry, route) } : null;
     const upstreams = { cluster: (s: ServiceRef, subset?: string) => catalog.cluster(s, subset), pool: (s: ServiceRef, subset?: string) => this.pool(s, subset) };
     this.router = new OutboundHttpRouter(route.service, policy, upstreams, HTTP1_ROUTING, Math.random, route.listen.port, route.sourceLabels);
-    if (route.protocol === 'http2' || route.protocol === 'grpc') this.h2 = new H2Outbound(route, catalog, policy, connector, credentials, log);
+    if (route.protocol === 'http2' || route.protocol === 'grpc') this.h2 = new H2Outbound(route, catalog, policy, connector, credentials, log, telemetry);
   }
+
+  /** The hop this port's HTTP/1.1 requests and TCP connections count under. */
+  private readonly reporter: ExchangeReporter | null;
 
   /** The counters the agent's status shows: the router's for http, http2 and grpc (with stream and session counts for h2), the TCP ones for tcp. */
   statusStats(): Readonly<Record<string, number>> {
@@ -130,16 +137,18 @@ export class OutboundListener {
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
     if (this.route.protocol === 'http') {
-      new Http1Session(down, this.router.route, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }));
+      new Http1Session(down, this.router.route, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }), this.reporter);
       down.resume();
       return;
     }
     // A VirtualService's tcp[] rules pick the destination (service, subset, weight); without one, the route's service.
     const { route } = this;
+    const seen = this.reporter && observeTcp(this.reporter.telemetry, this.reporter.hop, down);
     const matched = matchTcpRoute(this.policy().tcpRoutesFor(route.service), { port: route.listen.port, sourceLabels: route.sourceLabels });
     const dest = matched && pickWeighted(matched.destinations, Math.random());
     if (!dest) {
       this.stats.noRoute++;
+      if (seen) seen.flags = 'NR';
       this.log.debug('no tcp route matched, connection closed', { cluster: route.cluster });
       down.destroy();
       return;
@@ -149,6 +158,7 @@ export class OutboundListener {
     const slots = cluster.circuitBreaker.connections;
     if (!slots.tryAcquire()) {
       this.stats.overflow++;
+      if (seen) seen.flags = 'UO';
       this.log.debug('upstream overflow: max-connections, connection closed', { cluster: cluster.name, max: slots.max });
       down.destroy();
       return;
@@ -158,12 +168,14 @@ export class OutboundListener {
     const context = this.credentials.contextFor(route.source);
     if (!endpoint || !context) {
       this.stats.noEndpoint++;
+      if (seen) seen.flags = 'UH';
       this.log.warn(endpoint ? 'no workload certificate yet for the calling service' : 'no endpoint for upstream', { cluster: cluster.name, subset: dest.subset, source: route.source.toString() });
       down.destroy();
       return;
     }
     const td = this.credentials.trustDomain;
     const { name, namespace } = dest.service;
+    if (seen) seen.upstream = endpoint;
     try {
       const up = await this.connector.connect({ endpoint, context, sni: `${name}.${namespace}.${td}`, expected: SpiffeId.workload(td, namespace, name) });
       if (down.destroyed) {
@@ -174,6 +186,7 @@ export class OutboundListener {
       down.resume();
     } catch (err) {
       this.stats.connectFailures++;
+      if (seen) seen.flags = 'UF';
       this.log.warn('upstream connection failed', { cluster: cluster.name, endpoint: `${endpoint.address}:${endpoint.port}`, error: describeError(err) });
       down.destroy();
     }

@@ -11,6 +11,8 @@ import { adminTokenName, createAdminToken, listAdminTokens, revokeAdminToken } f
 import type { DashboardRoutes } from './dashboard-routes';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
 import type { PolicyService } from './policy-service';
+import type { TapHub } from './tap-hub';
+import { serveTap } from './tap-stream';
 
 /** What the admin API reads and changes. */
 export interface AdminDeps {
@@ -27,6 +29,8 @@ export interface AdminDeps {
   readonly log: Logger;
   /** The page and JSON under /dashboard and /v1/dashboard (docs/dashboard.md); absent: no dashboard. */
   readonly dashboard?: DashboardRoutes;
+  /** Live taps (GET /v1/tap); absent: the route answers MESH_ERR_NOT_FOUND. */
+  readonly taps?: TapHub;
 }
 
 const iso = (ms: number): string => new Date(ms).toISOString();
@@ -91,6 +95,10 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
     void (async () => {
       try {
         const url = new URL(req.url ?? '/', 'http://admin');
+        if (req.method === 'GET' && url.pathname === '/v1/tap' && deps.taps) {
+          serveTap(deps.taps, req, res, url.searchParams);
+          return;
+        }
         const authorize = (): string => adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
         if (deps.dashboard?.handles(url.pathname)) return deps.dashboard.handle(req, res, url, () => void authorize());
         const who = authorize();

@@ -11,6 +11,7 @@ import type { Store } from '../store';
 import type { Logger } from '../telemetry';
 import type { DashboardFeed } from './dashboard-data';
 import type { PolicyDistributor, PolicySubscriber } from './policy-distributor';
+import { TapHub, type TapTarget } from './tap-hub';
 
 /** What the channel needs from the server. */
 export interface AgentChannelDeps {
@@ -25,10 +26,12 @@ export interface AgentChannelDeps {
   readonly log: Logger;
 }
 
-interface Session extends PolicySubscriber {
+interface Session extends PolicySubscriber, TapTarget {
   readonly ws: WebSocket;
   readonly connectedAt: number;
   services: readonly ServiceRef[];
+  upstreams: readonly ServiceRef[];
+  protocol: number;
 }
 
 /** Max size of one channel message; CSRs and reports are small, a stats message of MAX_REQUEST_SERIES series about 100 KiB. */
@@ -37,6 +40,8 @@ const MAX_MESSAGE_BYTES = 256 * 1024;
 export class AgentChannel {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
   private readonly sessions = new Map<string, Session>();
+  /** Live taps, asked of the connected agents. */
+  readonly taps = new TapHub(() => this.sessions.values());
 
   constructor(private readonly deps: AgentChannelDeps) {}
 
@@ -72,6 +77,8 @@ export class AgentChannel {
       ws,
       connectedAt: this.deps.now(),
       services: [],
+      upstreams: [],
+      protocol: 1,
       send: (text) => {
         if (ws.readyState === ws.OPEN) ws.send(text);
       },
@@ -105,6 +112,8 @@ export class AgentChannel {
     switch (msg.type) {
       case 'hello': {
         session.services = msg.services;
+        session.upstreams = msg.upstreams;
+        session.protocol = msg.protocol;
         const refs = (list: readonly ServiceRef[]): string[] => list.map((s) => `${s.namespace}/${s.name}`);
         this.deps.store.agents.touch(session.agentId, now, {
           address: msg.address || address,
@@ -118,6 +127,7 @@ export class AgentChannel {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);
           this.deps.policy.subscribe(session, msg.policy);
         }
+        this.taps.agentJoined(session);
         return;
       }
       case 'policy-ack':
@@ -125,6 +135,9 @@ export class AgentChannel {
         return;
       case 'policy-nack':
         this.deps.policy.refused(session, msg.version, `${msg.code}: ${msg.message}`, msg.holding);
+        return;
+      case 'tap-records':
+        this.taps.records(session.agentId, msg.id, msg.records, msg.dropped);
         return;
       case 'report':
         this.deps.store.agents.touch(session.agentId, now);

@@ -77,6 +77,7 @@ export class MeshServer {
         listen: formatHostPort(config.listen),
         workloadCertTtlMs: config.workloadCertTtlMs,
         connected: () => this.channel!.connected(),
+        taps: this.channel.taps,
         startedAt,
         now: this.now,
         log: this.log,

@@ -18,7 +18,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { CertificateAuthority, generatePrivateKey, privateKeyToPem, SpiffeId } from '../../src/ca';
 import { Store } from '../../src/store';
 import { call, Deframer, exchange, frame, h2c } from '../helpers/grpc';
-import { agentStatus, TestMesh, upstreamStats as upstreamStatsOf, type AgentHandle, type ServerHandle } from '../helpers/mesh';
+import { agentMetrics, agentStatus, metricSample, TestMesh, upstreamStats as upstreamStatsOf, type AgentHandle, type ServerHandle } from '../helpers/mesh';
 import { freePort } from '../helpers/processes';
 
 const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_REFUSED_STREAM } = constants;
@@ -208,6 +208,15 @@ describe('HTTP/2 and gRPC through the mesh', () => {
     assert.deepEqual(late.messages.map(String), ['partial']);
     assert.equal(late.status, 5, JSON.stringify(late));
     assert.equal(late.message, 'gone after one %E2%9C%93');
+  });
+
+  it('counts gRPC calls by grpc_response_status on both sides (Istio metrics)', async () => {
+    const labels = { destination_service_name: 'api', request_protocol: 'grpc', response_code: '200', response_flags: '-', connection_security_policy: 'mutual_tls' };
+    for (const [agent, reporter] of [[a, 'source'], [b, 'destination']] as const) {
+      const text = await agentMetrics(agent);
+      assert.equal(metricSample(text, 'istio_requests_total', { ...labels, reporter, grpc_response_status: '0' }), 1, `the unary call, ${reporter}\n${text}`);
+      assert.equal(metricSample(text, 'istio_requests_total', { ...labels, reporter, grpc_response_status: '5' }), 2, `NotFound and FailLate, ${reporter}`);
+    }
   });
 
   it('streams many server messages in order, then the status', async () => {

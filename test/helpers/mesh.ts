@@ -34,6 +34,22 @@ export async function agentStatus(agent: AgentHandle): Promise<AgentStatus> {
   return (await res.json()) as AgentStatus;
 }
 
+/** An agent's GET /metrics (Prometheus text), through its admin API with its token. */
+export async function agentMetrics(agent: AgentHandle): Promise<string> {
+  const token = readFileSync(join(agent.stateDir, 'admin-token'), 'utf8').trim();
+  const res = await fetch(`http://${agent.admin}/metrics`, { headers: { authorization: `Bearer ${token}` } });
+  if (res.status !== 200) throw new Error(`GET /metrics of ${agent.admin}: ${res.status} ${await res.text()}`);
+  return res.text();
+}
+
+/** The value of the one sample of `name` whose labels include all of `labels` (undefined: none; throws when several match). */
+export function metricSample(text: string, name: string, labels: Record<string, string>): number | undefined {
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  const lines = text.split('\n').filter((l) => l.startsWith(`${name}{`) && want.every((w) => l.includes(w)));
+  if (lines.length > 1) throw new Error(`${lines.length} samples of ${name} match ${want.join(',')}:\n${lines.join('\n')}`);
+  return lines[0] === undefined ? undefined : Number(lines[0].slice(lines[0].lastIndexOf(' ') + 1));
+}
+
 /** The counters of an agent's upstream to `service` (in namespace default). */
 export async function upstreamStats(agent: AgentHandle, service: string): Promise<Record<string, number>> {
   const u = (await agentStatus(agent)).upstreams.find((x) => x.service === `${service}.default`);

@@ -6,9 +6,12 @@ import { describeError } from '../../errors';
 import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG, OVERFLOW_STATUS, type OverflowKind } from '../circuit-breaker';
 import { PoolOverflow, type ConnectionPool, type UpstreamConnection, type UpstreamOwner } from '../connection-pool';
 import { RETRY_BODY_LIMIT, retryBackoffMs, type Decision, type ExchangeOutcome, type Target } from '../route-decision';
+import { NO_FLAGS } from '../../telemetry';
+import type { ExchangeReporter } from '../exchange-report';
 import { BodyFramer } from './body-framer';
 import { errorResponse, HttpFramingError } from './http-framing-error';
 import { buildHead, forwardHead, parseHead, simpleResponse, type HttpHead } from './http1-head';
+import { Http1Telemetry } from './http1-telemetry';
 
 /** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. `source` is the client's address. */
 export type HttpRouter = (head: HttpHead, source: string) => Decision | Promise<Decision>;
@@ -58,13 +61,17 @@ export class Http1Session implements UpstreamOwner {
   private tryTimer: NodeJS.Timeout | null = null;
   /** The client's address, read once (for consistent hashing on the source IP). */
   private readonly source: string;
+  /** Metrics, access log, traces and taps of each exchange; null when nothing reports. */
+  private readonly tel: Http1Telemetry | null;
 
   constructor(
     private readonly down: Socket,
     private readonly router: HttpRouter,
     private readonly onError: (kind: SessionErrorKind, msg: string) => void = () => {},
+    reporter: ExchangeReporter | null = null,
   ) {
     this.source = down.remoteAddress ?? '';
+    this.tel = reporter && new Http1Telemetry(reporter, this.source);
     down.on('data', (c: Buffer) => this.onDownData(c));
     down.on('drain', () => this.upstream?.socket.resume());
     down.on('end', () => this.onDownEnd());
@@ -110,6 +117,7 @@ export class Http1Session implements UpstreamOwner {
         const end = this.reqBody.consume(p, 0, p.length);
         const body = end === p.length ? p : p.subarray(0, end);
         this.pending = end === p.length ? null : p.subarray(end);
+        if (this.tel) this.tel.requestBytes += body.length;
         if (this.req === Req.Body) this.toUpstream(body);
         if (this.reqBody.done) this.req = Req.Head;
       }
@@ -123,6 +131,7 @@ export class Http1Session implements UpstreamOwner {
   /** Starts an exchange; `raw` is the head as received (forwarded as is when nothing must change). */
   private start(head: HttpHead, raw: Buffer): void {
     this.head = head;
+    this.tel?.begin(head);
     this.closeAfter = head.close;
     this.attempt = 0;
     this.reqBody.reset(head.chunked ? 'chunked' : head.contentLength > 0 ? head.contentLength : 'none');
@@ -130,6 +139,7 @@ export class Http1Session implements UpstreamOwner {
     this.req = this.reqBody.done ? Req.Head : Req.Body;
     const d = this.router(head, this.source);
     if (d instanceof Promise) {
+      this.tel?.delayedByFault();
       this.resp = Resp.Routing;
       d.then(
         (x) => this.decided(x, raw),
@@ -150,12 +160,13 @@ export class Http1Session implements UpstreamOwner {
       if (this.req === Req.Body) this.req = Req.Discard;
       this.queued = [];
       this.resp = Resp.Body;
+      this.tel?.answeredLocally(d.response);
       this.writeDown(d.response);
       this.finish(false);
       return;
     }
     this.decision = d;
-    this.headBytes = forwardHead(head, raw, d.edits);
+    this.headBytes = forwardHead(head, raw, this.tel ? this.tel.edits(d.edits) : d.edits);
     // A field the proxy sets or removes on the request must not reach the app as a trailer (e.g. a forged XFCC).
     this.reqBody.forbiddenTrailers = (d.edits?.set || d.edits?.remove) && head.chunked ? new Set([...(d.edits.set ?? []).map(([n]) => n), ...(d.edits.remove ?? [])]) : null;
     // Keep the body for a retry only when it is known to be small.
@@ -341,6 +352,7 @@ export class Http1Session implements UpstreamOwner {
     }
     if (this.resp === Resp.Body) {
       this.onError('upstream', 'upstream closed in the middle of a response');
+      this.tel?.end(this.status, 'UC', this.target?.endpoint, this.attempt + 1);
       this.reportAttempt({ reset: true });
       this.down.destroy();
     }
@@ -377,6 +389,7 @@ export class Http1Session implements UpstreamOwner {
       const next = plan.next();
       if (Buffer.isBuffer(next)) {
         this.resp = Resp.Body;
+        this.tel?.answeredLocally(next);
         this.writeDown(next);
         this.finish(false);
       } else this.dispatch(next as Target, false);
@@ -402,12 +415,13 @@ export class Http1Session implements UpstreamOwner {
     this.closeAfter ||= this.req !== Req.Head;
     this.resp = Resp.Body;
     const attempts = this.attempt > 0 ? ` after ${this.attempt + 1} attempts` : '';
-    this.writeDown(
+    const answer =
       response ??
-        (o.timeout
-          ? flagged(504, 'Gateway Timeout', `upstream request timeout${attempts}`, 'UT')
-          : flagged(503, 'Service Unavailable', `upstream connect error or disconnect/reset before headers${attempts}: ${why}`, this.attempt > 0 ? 'URX' : o.connectFailure ? 'UF' : 'UC')),
-    );
+      (o.timeout
+        ? flagged(504, 'Gateway Timeout', `upstream request timeout${attempts}`, 'UT')
+        : flagged(503, 'Service Unavailable', `upstream connect error or disconnect/reset before headers${attempts}: ${why}`, this.attempt > 0 ? 'URX' : o.connectFailure ? 'UF' : 'UC'));
+    this.tel?.answeredLocally(answer);
+    this.writeDown(answer);
     this.finish(false);
   }
 
@@ -416,6 +430,7 @@ export class Http1Session implements UpstreamOwner {
     if (this.resp === Resp.Body) {
       // Part of the response is out already: the only honest signal left is to cut the connection.
       this.onError('upstream', 'request timed out in the middle of the response');
+      this.tel?.end(this.status, 'UT', this.target?.endpoint, this.attempt + 1);
       this.reportAttempt({ timeout: true });
       this.upstream?.socket.destroy();
       this.down.destroy();
@@ -445,6 +460,7 @@ export class Http1Session implements UpstreamOwner {
     this.pending = null;
     if (leftover && leftover.length > 0) this.upstream?.socket.write(leftover);
     this.down.resume();
+    this.tel?.end(101, NO_FLAGS, this.target?.endpoint, this.attempt + 1);
     this.reportAttempt({ status: 101 });
   }
 
@@ -460,6 +476,7 @@ export class Http1Session implements UpstreamOwner {
     this.upstream = null;
     this.resp = Resp.Idle;
     this.clearTimers();
+    this.tel?.end(this.status, NO_FLAGS, this.target?.endpoint, this.attempt + 1);
     this.reportAttempt({ status: this.status });
     if (c && this.target) {
       // Reusable only when the request went out whole too; else the upstream would read a half request.
@@ -490,6 +507,7 @@ export class Http1Session implements UpstreamOwner {
   private reported = true;
 
   private writeDown(b: Buffer): void {
+    if (this.tel) this.tel.responseBytes += b.length;
     if (!this.down.write(b)) this.upstream?.socket.pause();
   }
 
@@ -522,6 +540,7 @@ export class Http1Session implements UpstreamOwner {
   private onDownClose(): void {
     this.ended = true;
     this.clearTimers();
+    this.tel?.end(this.status, 'DC', this.target?.endpoint, this.attempt + 1); // the client left before the response was complete
     // The client left: whatever attempt is open (connecting, waiting, answering) ends as cancelled, which gives
     // its lease back without counting against the endpoint.
     this.reportAttempt({});

@@ -12,7 +12,9 @@ import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../../config';
 import type { Endpoint } from '../../registry';
-import type { Logger } from '../../telemetry';
+import type { SpiffeId } from '../../ca';
+import type { Hop, Logger, MeshTelemetry } from '../../telemetry';
+import { inboundHop } from '../exchange-report';
 import { refusalFlag, type Admission } from '../inbound-authorizer';
 import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
@@ -20,6 +22,7 @@ import { forwardHeaders, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
 import { answerStream } from './h2-local-answer';
 import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
 import { forwardStream, holdStream } from './h2-stream-forwarder';
+import { addTraceHeaders, observeStream } from './h2-telemetry';
 
 /** The inbound counters this handler keeps. */
 export interface H2InboundStats {
@@ -36,6 +39,8 @@ export interface H2Caller {
   readonly peer: string;
   /** The x-forwarded-client-cert value for the app; absent for a plaintext caller (any sent is removed). */
   readonly xfcc?: string;
+  /** The caller's verified identity; absent for a plaintext caller. */
+  readonly peerId?: SpiffeId;
   /** Admits one stream by its request headers. */
   authorize(headers: IncomingHttpHeaders): Admission;
   /**
@@ -49,6 +54,8 @@ interface Caller extends H2Caller {
   readonly route: InboundRoute;
   readonly app: Endpoint;
   readonly edits?: HeaderEdits;
+  /** The hops its streams count under (other HTTP/2, gRPC), made on first use. */
+  readonly hops: (Hop | undefined)[];
 }
 
 export class H2Inbound {
@@ -62,6 +69,8 @@ export class H2Inbound {
   constructor(
     private readonly stats: H2InboundStats,
     private readonly log: Logger,
+    /** Metrics, access log, traces and taps of each stream; absent when nothing reports. */
+    private readonly telemetry?: MeshTelemetry,
   ) {
     this.apps = new H2SessionPool(dialApp, { idleTimeoutMs: 60_000 });
     this.server = createServer({ settings: H2_SETTINGS });
@@ -89,6 +98,7 @@ export class H2Inbound {
     const caller: Caller = {
       ...who,
       route,
+      hops: [],
       app: { address: route.target.host, port: route.target.port, weight: 1, labels: {} },
       ...(who.xfcc ? { edits: [['x-forwarded-client-cert', who.xfcc]] } : {}),
     };
@@ -113,6 +123,8 @@ export class H2Inbound {
     down.once('trailers', (t: IncomingHttpHeaders) => delete t['x-forwarded-client-cert']);
     const { route } = caller;
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    const t = this.telemetry;
+    const seen = t && observeStream(t, (caller.hops[grpc ? 1 : 0] ??= inboundHop(t, route, caller.peerId, grpc)), down, headers, grpc);
     const admission = caller.authorize(headers);
     if (!admission.allowed) {
       answerStream(down, grpc, { status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED, message: admission.message, flag: refusalFlag(admission) });
@@ -128,9 +140,14 @@ export class H2Inbound {
       answerStream(down, grpc, { status: 502, grpcStatus: GrpcStatus.INTERNAL, message: `service ${route.sni} takes HTTP/1.1 only (protocol: http)`, flag: 'UPE' });
       return;
     }
+    const out = forwardHeaders(headers, REQUEST_PSEUDO, caller.edits);
+    if (seen) {
+      seen.upstream = caller.app;
+      addTraceHeaders(out, seen.span);
+    }
     forwardStream(held, flags, {
       grpc,
-      headers: forwardHeaders(headers, REQUEST_PSEUDO, caller.edits),
+      headers: out,
       target: {
         endpoint: caller.app,
         pool: this.apps,

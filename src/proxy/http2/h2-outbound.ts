@@ -18,7 +18,8 @@ import { SpiffeId } from '../../ca';
 import { describeError, MeshError } from '../../errors';
 import { serviceRefKey, type CompiledPolicy, type ServiceRef } from '../../policy';
 import type { Endpoint } from '../../registry';
-import type { Logger } from '../../telemetry';
+import type { Hop, Logger, MeshTelemetry } from '../../telemetry';
+import { outboundHop } from '../exchange-report';
 import type { Connector } from '../mtls-connector';
 import { OutboundHttpRouter, type UpstreamCatalog } from '../outbound-http-router';
 import type { CredentialStore, OutboundRoute } from '../proxy-config';
@@ -29,6 +30,7 @@ import { answerStream, type H2Answer } from './h2-local-answer';
 import { H2_ROUTING } from './h2-routing';
 import { H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
 import { forwardStream, holdStream, type HeldStream } from './h2-stream-forwarder';
+import { addTraceHeaders, observeStream, type H2Observation } from './h2-telemetry';
 
 /** Counters of this port's HTTP/2 side; the router's are next to them in the agent's status. */
 export interface H2OutboundStats {
@@ -55,6 +57,8 @@ export class H2Outbound {
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
+    /** Metrics, access log, traces and taps of each stream; absent when nothing reports. */
+    private readonly telemetry?: MeshTelemetry,
   ) {
     const catalog: UpstreamCatalog<H2SessionPool> = { cluster: (s, subset) => clusters.cluster(s, subset), pool: (s) => this.pool(s) };
     this.router = new OutboundHttpRouter(route.service, policy, catalog, H2_ROUTING, Math.random, route.listen.port, route.sourceLabels);
@@ -94,16 +98,25 @@ export class H2Outbound {
     this.stats.h2Streams++;
     const held = holdStream(down);
     const grpc = this.route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    const seen = this.telemetry && observeStream(this.telemetry, this.hop(grpc), down, headers, grpc);
     const d = this.router.route(headers, down.session?.socket?.remoteAddress ?? '');
     if (d instanceof Promise) {
+      if (seen) seen.delayed = true;
       d.then(
-        (x) => this.decided(held, headers, flags, grpc, x),
+        (x) => this.decided(held, headers, flags, grpc, x, seen),
         (err: unknown) => answerStream(down, grpc, { status: 500, grpcStatus: GrpcStatus.INTERNAL, message: `routing failed: ${describeError(err)}`, flag: 'RF' }),
       );
-    } else this.decided(held, headers, flags, grpc, d);
+    } else this.decided(held, headers, flags, grpc, d, seen);
   }
 
-  private decided(held: HeldStream, headers: IncomingHttpHeaders, flags: number, grpc: boolean, d: H2Decision): void {
+  /** The hop streams count under: one for gRPC calls, one for other HTTP/2 requests. */
+  private readonly hops: (Hop | undefined)[] = [];
+  private hop(grpc: boolean): Hop {
+    const i = grpc ? 1 : 0;
+    return (this.hops[i] ??= outboundHop(this.telemetry!, this.route, grpc));
+  }
+
+  private decided(held: HeldStream, headers: IncomingHttpHeaders, flags: number, grpc: boolean, d: H2Decision, seen: H2Observation | undefined): void {
     const { down } = held;
     if (d.kind === 'respond') {
       answerStream(down, grpc, d.response);
@@ -116,6 +129,10 @@ export class H2Outbound {
     }
     const out = forwardHeaders(headers, REQUEST_PSEUDO);
     if (d.edits) applyHeadEdits(out, d.edits, true);
+    if (seen) {
+      seen.upstream = d.target.endpoint;
+      addTraceHeaders(out, seen.span);
+    }
     const { cluster } = this.route;
     forwardStream(held, flags, {
       grpc,
