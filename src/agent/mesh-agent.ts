@@ -62,11 +62,7 @@ export class MeshAgent {
   private chain: Promise<unknown> = Promise.resolve();
   private closing = false;
   readonly metrics: AgentMetrics;
-  /**
-   * DATA-PLANE HOOK for the dashboard: the request path calls `requestStats.record(source, destination, status,
-   * durationMs)` (or keeps `requestStats.edge(source, destination)`) once per finished outbound request; the
-   * StatsReporter sends the counts to the server. Nothing in src/proxy calls it yet (see docs/dashboard.md).
-   */
+  /** Requests per caller -> service edge, counted by the caller's side of every hop (Istio metrics), sent to the server's dashboard by the StatsReporter. */
   readonly requestStats = new RequestAggregator();
   private statsReporter?: StatsReporter;
   /** Istio request metrics, access logs, traces and live taps of the data plane. */
@@ -94,7 +90,7 @@ export class MeshAgent {
       upstreams: () => (this.upstreams?.list() ?? []).map((u) => ({ cluster: u.listener.route.cluster, stats: u.listener.statusStats() })),
       now: () => this.clock.now(),
     });
-    this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }));
+    this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }), this.requestStats);
     this.telemetry.configure(config);
   }
 

@@ -6,6 +6,7 @@
 // counter increment and three histogram observations, with no string building.
 
 import type { Counter, Histogram, HistogramChild, CounterChild, MetricsRegistry } from './metrics';
+import type { RequestAggregator, RequestEdge } from './request-stats';
 
 /** Istio's default buckets of istio_request_duration_milliseconds. */
 export const DURATION_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
@@ -81,7 +82,11 @@ export class IstioMetrics {
   readonly tcpClosed: Counter;
   private readonly hops = new Map<string, Hop>();
 
-  constructor(r: MetricsRegistry) {
+  constructor(
+    r: MetricsRegistry,
+    /** The per-edge counts the agent sends to the server's dashboard, fed by the caller's side of every hop. */
+    readonly edges?: RequestAggregator,
+  ) {
     this.requests = r.counter('istio_requests_total', 'Requests, by hop, response code and response flags (Istio standard metric).', HTTP_LABELS);
     this.duration = r.histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds, from the first request byte to the last response byte (Istio standard metric).', HTTP_LABELS, DURATION_BUCKETS_MS);
     this.requestBytes = r.histogram('istio_request_bytes', 'Request size in bytes, head and body (Istio standard metric).', HTTP_LABELS, SIZE_BUCKETS);
@@ -142,12 +147,18 @@ export class Hop {
   private readonly flagged = new Map<string, RequestChildren>();
   private readonly values: readonly string[];
   private tcp: TcpChildren | undefined;
+  /** The dashboard's edge for this hop: on the caller's side only, so each request is counted once mesh-wide. */
+  private readonly edge: RequestEdge | undefined;
 
   constructor(
     readonly labels: HopLabels,
     private readonly families: IstioMetrics,
   ) {
     this.values = labelValues(labels);
+    this.edge =
+      labels.reporter === 'source' && labels.protocol !== 'tcp'
+        ? families.edges?.edge({ name: labels.sourceWorkload, namespace: labels.sourceNamespace }, { name: labels.destinationService, namespace: labels.destinationNamespace })
+        : undefined;
   }
 
   /**
@@ -161,6 +172,7 @@ export class Hop {
     children.duration.observe(durationMs);
     children.requestBytes.observe(requestBytes);
     children.responseBytes.observe(responseBytes);
+    this.edge?.record(code, durationMs);
   }
 
   /** Counts a TCP connection opened. */

@@ -6,6 +6,7 @@ import { AccessLog, type AccessLogSettings, type RequestRecord } from './access-
 import { IstioMetrics, type Hop, type HopLabels, type RequestStats } from './istio-metrics';
 import type { MetricsRegistry } from './metrics';
 import { OtlpExporter, type FinishedSpan, type OtlpSettings } from './otlp-exporter';
+import type { RequestAggregator } from './request-stats';
 
 /** `tracing` in the agent config. */
 export interface TracingSettings extends OtlpSettings {
@@ -58,8 +59,10 @@ export class MeshTelemetry {
   constructor(
     registry: MetricsRegistry,
     private readonly onProblem: (why: string) => void = () => {},
+    /** Where the caller's side of each hop also counts its requests for the dashboard. */
+    edges?: RequestAggregator,
   ) {
-    this.istio = new IstioMetrics(registry);
+    this.istio = new IstioMetrics(registry, edges);
     const written = registry.counter('mesh_access_log_lines_total', 'Access log lines written.').labels();
     const logDropped = registry.counter('mesh_access_log_dropped_total', 'Access log lines dropped because the output could not keep up.').labels();
     const exported = registry.counter('mesh_trace_spans_exported_total', 'Spans the OTLP collector accepted.').labels();
