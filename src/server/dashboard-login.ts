@@ -1,4 +1,4 @@
-// How a browser gets into the dashboard: a one-time login code made with the admin token, traded for an HttpOnly session cookie (docs/adr/dashboard-0012-browser-login.md).
+// How a browser gets into the dashboard: a one-time login code made with the admin token, traded for an HttpOnly session cookie (docs/adr/0014-dashboard-browser-login.md).
 
 import { createHash, randomBytes } from 'node:crypto';
 
