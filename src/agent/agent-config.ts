@@ -5,6 +5,7 @@ import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
 import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy';
 
 export type ServiceProtocol = MeshProtocol;
 
@@ -79,6 +80,8 @@ export interface AgentConfig {
   /** Discovery through the Consul catalog, when the `consul` block is present (unset fields: CONSUL_* variables). */
   readonly consul: ConsulDiscoveryConfig | undefined;
   readonly services: readonly LocalServiceConfig[];
+  /** What a client may send the proxy (heads, headers, retry bodies, connections, HTTP/2); a restart applies a change. */
+  readonly limits: ProxyLimits;
 }
 
 /** Flag / env names for the settings that have them, with the field path each one sets. */
@@ -126,10 +129,25 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const policyFile = r.has('policyFile') ? resolve(base('policyFile'), r.string('policyFile', '')) : undefined;
   const consul = r.has('consul') ? readConsul(r.object('consul'), (p) => resolve(baseDir, p)) : undefined;
   const services = r.list('services').map(readService);
+  const limits = readLimits(r.object('limits'));
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, limits });
+}
+
+function readLimits(l: FieldReader): ProxyLimits {
+  const d = DEFAULT_PROXY_LIMITS;
+  const out: ProxyLimits = {
+    maxHeadBytes: l.integer('maxHeadBytes', d.maxHeadBytes, { min: 1024, max: 1 << 20 }),
+    maxHeaders: l.integer('maxHeaders', d.maxHeaders, { min: 8, max: 10_000 }),
+    maxRetryBodyBytes: l.integer('maxRetryBodyBytes', d.maxRetryBodyBytes, { min: 0, max: 64 << 20 }),
+    maxConnections: l.integer('maxConnections', d.maxConnections, { min: 1, max: 1_000_000 }),
+    h2MaxConcurrentStreams: l.integer('h2MaxConcurrentStreams', d.h2MaxConcurrentStreams, { min: 1, max: 2 ** 31 - 1 }),
+    h2IdleTimeoutMs: l.duration('h2IdleTimeout', d.h2IdleTimeoutMs, { min: 1000 }),
+  };
+  l.done();
+  return out;
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

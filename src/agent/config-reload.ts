@@ -4,7 +4,7 @@ import { deepFreeze, formatHostPort } from '../config';
 import type { AgentConfig } from './agent-config';
 
 /** Fields a running agent cannot take without a restart: they name the node, its state, or bound ports. */
-export const RESTART_ONLY_FIELDS = ['nodeName', 'stateDir', 'server', 'inbound', 'admin'] as const;
+export const RESTART_ONLY_FIELDS = ['nodeName', 'stateDir', 'server', 'inbound', 'admin', 'limits'] as const;
 
 /** The parts of a reload that need more than the service set to be applied again. */
 export interface ReloadPlan {

@@ -132,9 +132,9 @@ export class MeshAgent {
       this.applyPolicy(cachedPolicy);
     }
 
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy);
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, config.limits);
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log), this.log);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.config.limits), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),

@@ -28,6 +28,7 @@ import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, t
 import { peerSpiffeId } from './peer-identity';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute, Protocol } from './proxy-config';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';
 
 /** Counters the agent reports. */
 export interface InboundStats extends AdmissionStats {
@@ -43,6 +44,8 @@ export interface InboundStats extends AdmissionStats {
   /** HTTP/2 sessions (connections that chose h2 by ALPN) accepted, and streams they carried. */
   h2Sessions: number;
   h2Streams: number;
+  /** Connections closed at once because the port had limits.maxConnections open. */
+  overLimit: number;
 }
 
 /**
@@ -71,6 +74,7 @@ export class InboundListener {
     upstreamFailures: 0,
     h2Sessions: 0,
     h2Streams: 0,
+    overLimit: 0,
     authzDenied: 0,
     refusedMtlsMode: 0,
     closedOnPolicyChange: 0,
@@ -85,8 +89,9 @@ export class InboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
     private readonly policy: () => CompiledPolicy,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
   ) {
-    this.h2 = new H2Inbound(this.stats, log);
+    this.h2 = new H2Inbound(this.stats, log, limits);
     this.authorizer = new InboundAuthorizer(policy, this.stats, log);
     this.tls = createTlsServer({
       requestCert: true,
@@ -153,8 +158,15 @@ export class InboundListener {
 
   private onConnection(socket: Socket): void {
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message }));
+    // `open` does not count this connection yet (it is told of it after this handler). Nothing was read: a close.
+    if (this.open.size >= this.limits.maxConnections) {
+      this.stats.overLimit++;
+      this.log.warn('inbound connection refused: limits.maxConnections are open', { peer: `${socket.remoteAddress}:${socket.remotePort}`, max: this.limits.maxConnections });
+      socket.destroy();
+      return;
+    }
     if (!this.plaintextPossible()) {
-      this.tls.emit('connection', socket);
+      this.toTls(socket);
       return;
     }
     let buf: Buffer | undefined;
@@ -182,6 +194,16 @@ export class InboundListener {
     socket.once('close', () => clearTimeout(timer));
   }
 
+  /**
+   * Hands a connection to the TLS server. A client that half-closes before the handshake is done would otherwise hold
+   * the connection until the handshake timeout (the listener is half-open for TCP): closed at once instead, and
+   * half-open again once the handshake is done (`accept`).
+   */
+  private toTls(socket: Socket): void {
+    socket.allowHalfOpen = false;
+    this.tls.emit('connection', socket);
+  }
+
   private plaintextPossible(): boolean {
     const policy = this.policy();
     const cached = this.plaintext;
@@ -193,7 +215,7 @@ export class InboundListener {
 
   private dispatch(kind: FirstBytesKind, socket: Socket): void {
     if (kind === 'tls') {
-      this.tls.emit('connection', socket);
+      this.toTls(socket);
       return;
     }
     const facts: ConnectionFacts = { tls: false, ...addresses(socket) };
@@ -229,6 +251,7 @@ export class InboundListener {
   }
 
   private accept(socket: TLSSocket): void {
+    socket.allowHalfOpen = true;
     const sni = (socket as TLSSocket & { servername?: string }).servername || '';
     const route = this.routes.get(sni);
     const peer = peerSpiffeId(socket);
@@ -347,6 +370,7 @@ export class InboundListener {
           this.log.warn('malformed HTTP request on inbound connection', { peer, error: msg });
         } else this.log.debug('inbound http exchange failed', { peer, kind, error: msg });
       },
+      this.limits,
     );
     const tracked: OpenConnection = { facts, current: () => (session.tunneling ? upgrade : last && { route: last, modeOnly: true }), close: () => socket.destroy() };
     this.authorizer.track(tracked);

@@ -42,10 +42,11 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 export const MAX_HEAD_BYTES = 65536;
 
 /**
- * Parses the head starting at `start` in `buf`. Returns undefined when the head is not complete yet.
- * @throws HttpFramingError (400 malformed, 431 too large)
+ * Parses the head starting at `start` in `buf`. Returns undefined when the head is not complete yet. `maxFields`
+ * limits the header count (requests: the agent's `limits.maxHeaders`).
+ * @throws HttpFramingError (400 malformed, 431 too large or too many header fields)
  */
-export function parseHead(buf: Buffer, start: number, kind: 'request' | 'response', maxBytes = MAX_HEAD_BYTES): HttpHead | undefined {
+export function parseHead(buf: Buffer, start: number, kind: 'request' | 'response', maxBytes = MAX_HEAD_BYTES, maxFields = Infinity): HttpHead | undefined {
   const end = buf.indexOf('\r\n\r\n', start, 'latin1');
   if (end === -1) {
     if (buf.length - start > maxBytes) throw new HttpFramingError(431, `${kind} head is larger than ${maxBytes} bytes`);
@@ -53,6 +54,7 @@ export function parseHead(buf: Buffer, start: number, kind: 'request' | 'respons
   }
   if (end - start + 4 > maxBytes) throw new HttpFramingError(431, `${kind} head is larger than ${maxBytes} bytes`);
   const lines = buf.toString('latin1', start, end).split('\r\n');
+  if (lines.length - 1 > maxFields) throw new HttpFramingError(431, `${kind} head has ${lines.length - 1} header fields, more than ${maxFields}`);
   const first = lines[0]!;
   let method = '';
   let target = '';

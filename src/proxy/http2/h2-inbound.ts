@@ -18,7 +18,8 @@ import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
 import { forwardHeaders, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
 import { answerStream } from './h2-local-answer';
-import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { closeWhenIdle, downstreamH2Options, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy-limits';
 import { forwardStream, holdStream } from './h2-stream-forwarder';
 
 /** The inbound counters this handler keeps. */
@@ -57,9 +58,10 @@ export class H2Inbound {
   constructor(
     private readonly stats: H2InboundStats,
     private readonly log: Logger,
+    limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
   ) {
     this.apps = new H2SessionPool(dialApp, { idleTimeoutMs: 60_000 });
-    this.server = createServer({ settings: H2_SETTINGS });
+    this.server = createServer(downstreamH2Options(limits));
     this.server.on('session', (session: ServerHttp2Session) => {
       const caller = this.handing;
       if (!caller) {
@@ -68,6 +70,7 @@ export class H2Inbound {
       }
       this.stats.h2Sessions++;
       this.sessions.add(session);
+      closeWhenIdle(session, limits);
       session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer, error: err.message }));
       session.once('close', () => this.sessions.delete(session));
       session.on('stream', (down: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number) => this.onStream(caller, down, headers, flags));
@@ -84,6 +87,8 @@ export class H2Inbound {
       ...(who.xfcc ? { edits: [['x-forwarded-client-cert', who.xfcc]] } : {}),
     };
     this.handing = caller;
+    // HTTP/2 has no half-closed connection: a peer's end of input ends the session (else it would wait for ever).
+    socket.allowHalfOpen = false;
     try {
       this.server.emit('connection', socket);
     } finally {
