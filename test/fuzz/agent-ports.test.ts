@@ -8,6 +8,7 @@ import { createPublicKey } from 'node:crypto';
 import { connect as netConnect, createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { connect as h2Connect } from 'node:http2';
 import { CertificateAuthority, generatePrivateKey, privateKeyToPem, SpiffeId } from '../../src/ca';
 import { Store } from '../../src/store';
 import { startHttpApp } from '../helpers/apps';
@@ -18,7 +19,7 @@ import { loadCorpus, Mutator, type CorpusEntry } from './fuzz-input';
 
 const CASES = { outbound: 1200, inboundTls: 200, preHandshake: 300, h2: 300 };
 /** Small limits, so the limit cases are cheap; a short HTTP/2 idle close (see closeWhenIdle). */
-const LIMITS = 'limits: { maxConnections: 64, h2IdleTimeout: 2s }\n';
+const LIMITS = 'limits: { maxHeadBytes: 16384, maxConnections: 64, h2IdleTimeout: 2s }\n';
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 /** The first bytes a TLS 1.3 client sends (a real ClientHello), to mutate. */
@@ -114,7 +115,7 @@ describe('fuzz: bad bytes on the agent ports', () => {
     const cases: [string, Buffer, number][] = [
       ['100 header fields (the limit)', get('x-h: 1\r\n'.repeat(99)), 200],
       ['101 header fields', get('x-h: 1\r\n'.repeat(100)), 431],
-      ['a 70 KB header', get(`x-big: ${'a'.repeat(70_000)}\r\n`), 431],
+      ['a 20 KB header', get(`x-big: ${'a'.repeat(20_000)}\r\n`), 431],
       ['a 70 KB request line', get('', `/${'a'.repeat(70_000)}`), 431],
       ['a head that never ends', Buffer.from(`GET / HTTP/1.1\r\nx-a: ${'b'.repeat(80_000)}`), 431],
     ];
@@ -130,6 +131,20 @@ describe('fuzz: bad bytes on the agent ports', () => {
     held.pop()!.destroy();
     await until(async () => statusesOf((await rawExchange(ports.http, [get('')])).received)[0] === 200);
     for (const s of held) s.destroy();
+    // HTTP/2: a header list over maxHeadBytes is answered 431; more fields than maxHeaders reset the stream.
+    const session = h2Connect(`http://127.0.0.1:${ports.h2}`);
+    session.on('error', () => {});
+    const h2 = (headers: Record<string, string>): Promise<number | string> =>
+      new Promise((resolve) => {
+        const req = session.request({ ':path': '/', ...headers });
+        req.on('response', (h) => resolve(Number(h[':status'])));
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+        req.resume();
+        req.end();
+      });
+    assert.equal(await h2({ 'x-big': 'a'.repeat(20_000) }), 431);
+    assert.equal(await h2(Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`x-h${i}`, '1']))), 'ERR_HTTP2_STREAM_ERROR');
+    session.destroy();
   });
 
   it('answers mutated requests on an upstream port with HTTP/1.1 or a close', async (t) => {

@@ -16,7 +16,7 @@ import type { Logger } from '../../telemetry';
 import { refusalFlag, type Admission } from '../inbound-authorizer';
 import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
-import { forwardHeaders, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
+import { forwardHeaders, headerListTooLarge, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
 import { answerStream } from './h2-local-answer';
 import { closeWhenIdle, downstreamH2Options, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
 import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy-limits';
@@ -58,7 +58,7 @@ export class H2Inbound {
   constructor(
     private readonly stats: H2InboundStats,
     private readonly log: Logger,
-    limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
   ) {
     this.apps = new H2SessionPool(dialApp, { idleTimeoutMs: 60_000 });
     this.server = createServer(downstreamH2Options(limits));
@@ -109,6 +109,11 @@ export class H2Inbound {
     down.once('trailers', (t: IncomingHttpHeaders) => delete t['x-forwarded-client-cert']);
     const { route } = caller;
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    const tooLarge = headerListTooLarge(headers, this.limits.maxHeadBytes);
+    if (tooLarge) {
+      answerStream(down, grpc, tooLarge);
+      return;
+    }
     const admission = caller.authorize(headers);
     if (!admission.allowed) {
       answerStream(down, grpc, { status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED, message: admission.message, flag: refusalFlag(admission) });

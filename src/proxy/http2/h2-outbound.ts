@@ -24,7 +24,7 @@ import { OutboundHttpRouter, type UpstreamCatalog } from '../outbound-http-route
 import type { CredentialStore, OutboundRoute } from '../proxy-config';
 import type { Decision } from '../route-decision';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
-import { applyHeadEdits, forwardHeaders, REQUEST_PSEUDO } from './h2-headers';
+import { applyHeadEdits, forwardHeaders, headerListTooLarge, REQUEST_PSEUDO } from './h2-headers';
 import { answerStream, type H2Answer } from './h2-local-answer';
 import { H2_ROUTING } from './h2-routing';
 import { closeWhenIdle, downstreamH2Options, H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
@@ -56,7 +56,7 @@ export class H2Outbound {
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
-    limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
   ) {
     const catalog: UpstreamCatalog<H2SessionPool> = { cluster: (s, subset) => clusters.cluster(s, subset), pool: (s) => this.pool(s) };
     this.router = new OutboundHttpRouter(route.service, policy, catalog, H2_ROUTING, Math.random, route.listen.port, route.sourceLabels);
@@ -99,6 +99,11 @@ export class H2Outbound {
     this.stats.h2Streams++;
     const held = holdStream(down);
     const grpc = this.route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
+    const tooLarge = headerListTooLarge(headers, this.limits.maxHeadBytes);
+    if (tooLarge) {
+      answerStream(down, grpc, tooLarge);
+      return;
+    }
     const d = this.router.route(headers, down.session?.socket?.remoteAddress ?? '');
     if (d instanceof Promise) {
       d.then(
