@@ -19,6 +19,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_ADMIN_AUTH: { retryable: false, text: 'An admin API call had no token or a wrong one.' },
   MESH_ERR_NOT_FOUND: { retryable: false, text: 'The requested object does not exist.' },
   MESH_ERR_BAD_REQUEST: { retryable: false, text: 'An HTTP or channel request body was malformed; the message names the field.' },
+  MESH_ERR_TOO_LARGE: { retryable: false, text: 'An HTTP request body is larger than the API reads; the message names the limit.' },
   MESH_ERR_STORE: { retryable: false, text: 'The SQLite store could not be opened or migrated (wrong file, newer schema, permissions).' },
   MESH_ERR_STATE_DIR: { retryable: false, text: 'The agent state dir could not be read or written, or holds damaged files.' },
   MESH_ERR_ENDPOINTS_FILE: { retryable: true, text: 'The static endpoints file is missing or invalid; the last good endpoints are kept.' },

@@ -9,6 +9,7 @@ import { parseCidr } from '../capture/virtual-ips';
 import type { CaptureSettings } from '../capture/capture-plan';
 import type { AccessLogSettings, TracingSettings } from '../telemetry';
 import { readAccessLog, readTracing } from './telemetry-config';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy';
 
 export type ServiceProtocol = MeshProtocol;
 
@@ -95,6 +96,8 @@ export interface AgentConfig {
   readonly accessLog: AccessLogSettings;
   /** Spans exported as OTLP/HTTP JSON, when present. */
   readonly tracing: TracingSettings | undefined;
+  /** What a client may send the proxy (heads, headers, retry bodies, connections, HTTP/2); a restart applies a change. */
+  readonly limits: ProxyLimits;
 }
 
 /** The `capture` block: when the agent programs the rules, what they hold (CaptureSettings) and the DNS responder. */
@@ -168,10 +171,25 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const requestTelemetry = r.boolean('requestTelemetry', true);
   const accessLog = readAccessLog(r.object('accessLog'), baseDir);
   const tracing = r.has('tracing') ? readTracing(r.object('tracing')) : undefined;
+  const limits = readLimits(r.object('limits'));
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip, requestTelemetry, accessLog, tracing });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip, requestTelemetry, accessLog, tracing, limits });
+}
+
+function readLimits(l: FieldReader): ProxyLimits {
+  const d = DEFAULT_PROXY_LIMITS;
+  const out: ProxyLimits = {
+    maxHeadBytes: l.integer('maxHeadBytes', d.maxHeadBytes, { min: 1024, max: 1 << 20 }),
+    maxHeaders: l.integer('maxHeaders', d.maxHeaders, { min: 8, max: 10_000 }),
+    maxRetryBodyBytes: l.integer('maxRetryBodyBytes', d.maxRetryBodyBytes, { min: 0, max: 64 << 20 }),
+    maxConnections: l.integer('maxConnections', d.maxConnections, { min: 1, max: 1_000_000 }),
+    h2MaxConcurrentStreams: l.integer('h2MaxConcurrentStreams', d.h2MaxConcurrentStreams, { min: 1, max: 2 ** 31 - 1 }),
+    h2IdleTimeoutMs: l.duration('h2IdleTimeout', d.h2IdleTimeoutMs, { min: 1000 }),
+  };
+  l.done();
+  return out;
 }
 
 function readService(s: FieldReader): LocalServiceConfig {

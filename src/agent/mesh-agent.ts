@@ -182,9 +182,9 @@ export class MeshAgent {
     const gossip = this.gossip;
     // With requestTelemetry off the listeners get none: no per-request telemetry work at all.
     const requests = config.requestTelemetry ? this.telemetry : undefined;
-    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, requests, gossip && ((socket, peer) => gossip.serve(socket, peer)));
+    this.inbound = new InboundListener(this.certs, this.log, () => this.policy, config.limits, requests, gossip && ((socket, peer) => gossip.serve(socket, peer)));
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, requests), this.log);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.config.limits, requests), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),

@@ -26,7 +26,13 @@ export function parseConfigText(text: string, name: string): ConfigSource {
     const msgs = doc.errors.map((e) => `${name}:${lineCounter.linePos(e.pos[0]).line}: ${e.message.split('\n')[0]}`);
     throw new MeshError('MESH_ERR_CONFIG', `cannot parse ${name}:\n  ${msgs.join('\n  ')}`);
   }
-  const data = doc.toJS() ?? {};
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    // An alias bomb, or an alias to nothing (an unquoted value that starts with "*").
+    throw new MeshError('MESH_ERR_CONFIG', `cannot read ${name}: ${/Excessive alias count/.test((err as Error).message) ? 'aliases expand more than 100 times (an alias bomb?)' : (err as Error).message}`, { cause: err });
+  }
   return {
     name,
     data,

@@ -96,6 +96,15 @@ function readDocument(data: unknown, problems: ProblemList, origin: DocumentOrig
  * numbers match the file). Returns the documents, deeply frozen.
  * @throws MeshError MESH_ERR_POLICY_INVALID listing every problem of every document (syntax, fields, conflicts)
  */
+const DEEP_NESTING = 'YAML nesting is too deep to read (the parser ran out of stack); policy documents nest a few levels, not thousands';
+
+/** A YAML alias error: an alias bomb (more than 100 expansions), or an unquoted value that starts with "*". */
+function aliasMessage(err: Error): string {
+  if (/Excessive alias count/.test(err.message)) return 'YAML: aliases expand more than 100 times (an alias bomb?); policy documents need no aliases';
+  if (/Maximum call stack/.test(err.message)) return DEEP_NESTING;
+  return `YAML: ${err.message} (quote values that start with "*" or "&")`;
+}
+
 export function parsePolicyText(text: string, file = 'policy'): readonly PolicyDocument[] {
   const lc = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
@@ -105,7 +114,7 @@ export function parsePolicyText(text: string, file = 'policy'): readonly PolicyD
   (Array.isArray(docs) ? docs : []).forEach((doc, i) => {
     const index = i + 1;
     if (doc.errors.length > 0) {
-      for (const e of doc.errors) problems.push({ file, document: index, line: lc.linePos(e.pos[0]).line, path: '', message: `YAML syntax: ${e.message.split('\n')[0]}` });
+      for (const e of doc.errors) problems.push({ file, document: index, line: lc.linePos(e.pos[0]).line, path: '', message: /Maximum call stack/.test(e.message) ? DEEP_NESTING : `YAML syntax: ${e.message.split('\n')[0]}` });
       return;
     }
     let data: unknown;
@@ -113,7 +122,7 @@ export function parsePolicyText(text: string, file = 'policy'): readonly PolicyD
       data = doc.toJS({ maxAliasCount: 100 });
     } catch (err) {
       // Unresolvable aliases (an unquoted "*abc" is one) and alias bombs surface here, not in doc.errors.
-      problems.push({ file, document: index, ...(doc.contents?.range ? { line: lc.linePos(doc.contents.range[0]).line } : {}), path: '', message: `YAML: ${(err as Error).message} (quote values that start with "*" or "&")` });
+      problems.push({ file, document: index, ...(doc.contents?.range ? { line: lc.linePos(doc.contents.range[0]).line } : {}), path: '', message: aliasMessage(err as Error) });
       return;
     }
     if (data === null || data === undefined) return;

@@ -5,6 +5,7 @@ import { MeshError, type MeshErrorCode } from '../errors';
 
 const STATUS: Partial<Record<MeshErrorCode, number>> = {
   MESH_ERR_BAD_REQUEST: 400,
+  MESH_ERR_TOO_LARGE: 413,
   MESH_ERR_CSR_INVALID: 400,
   MESH_ERR_CONFIG: 400,
   MESH_ERR_USAGE: 400,
@@ -22,7 +23,7 @@ const STATUS: Partial<Record<MeshErrorCode, number>> = {
 /**
  * Reads a request body of at most `limit` bytes. A larger one is refused at once and the rest of it discarded as
  * it arrives, so the client, still sending, gets the JSON answer instead of a reset connection.
- * @throws MeshError MESH_ERR_BAD_REQUEST when larger
+ * @throws MeshError MESH_ERR_TOO_LARGE (413) when larger
  */
 export function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -32,7 +33,7 @@ export function readBody(req: IncomingMessage, limit = 64 * 1024): Promise<strin
       size += c.length;
       if (size <= limit) return void chunks.push(c);
       chunks.length = 0;
-      reject(new MeshError('MESH_ERR_BAD_REQUEST', `request body is larger than ${limit} bytes`));
+      reject(new MeshError('MESH_ERR_TOO_LARGE', `request body is larger than ${limit} bytes`));
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);

@@ -30,6 +30,7 @@ import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, t
 import { currentAt, peerCertificate } from './peer-identity';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute, Protocol } from './proxy-config';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';
 
 /** Counters the agent reports. */
 export interface InboundStats extends AdmissionStats {
@@ -45,6 +46,8 @@ export interface InboundStats extends AdmissionStats {
   /** HTTP/2 sessions (connections that chose h2 by ALPN) accepted, and streams they carried. */
   h2Sessions: number;
   h2Streams: number;
+  /** Connections closed at once because the port had limits.maxConnections open. */
+  overLimit: number;
 }
 
 /**
@@ -73,6 +76,7 @@ export class InboundListener {
     upstreamFailures: 0,
     h2Sessions: 0,
     h2Streams: 0,
+    overLimit: 0,
     authzDenied: 0,
     refusedMtlsMode: 0,
     closedOnPolicyChange: 0,
@@ -87,12 +91,13 @@ export class InboundListener {
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
     private readonly policy: () => CompiledPolicy,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     /** Metrics, access log, traces and taps of inbound traffic; absent when nothing reports. */
     private readonly telemetry?: MeshTelemetry,
     /** Takes the connections that chose the gossip ALPN (docs/gossip.md); without it they are closed. */
     private readonly gossip?: (socket: TLSSocket, peer: SpiffeId | undefined) => void,
   ) {
-    this.h2 = new H2Inbound(this.stats, log, telemetry);
+    this.h2 = new H2Inbound(this.stats, log, limits, telemetry);
     this.authorizer = new InboundAuthorizer(policy, this.stats, log);
     this.tls = createTlsServer({
       requestCert: true,
@@ -163,8 +168,15 @@ export class InboundListener {
     // From the first byte: the TLS handshake's last flights (session tickets) must not wait for a delayed ACK.
     socket.setNoDelay(true);
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: `${socket.remoteAddress}:${socket.remotePort}`, error: err.message }));
+    // `open` does not count this connection yet (it is told of it after this handler). Nothing was read: a close.
+    if (this.open.size >= this.limits.maxConnections) {
+      this.stats.overLimit++;
+      this.log.warn('inbound connection refused: limits.maxConnections are open', { peer: `${socket.remoteAddress}:${socket.remotePort}`, max: this.limits.maxConnections });
+      socket.destroy();
+      return;
+    }
     if (!this.plaintextPossible()) {
-      this.tls.emit('connection', socket);
+      this.toTls(socket);
       return;
     }
     let buf: Buffer | undefined;
@@ -192,6 +204,16 @@ export class InboundListener {
     socket.once('close', () => clearTimeout(timer));
   }
 
+  /**
+   * Hands a connection to the TLS server. A client that half-closes before the handshake is done would otherwise hold
+   * the connection until the handshake timeout (the listener is half-open for TCP): closed at once instead, and
+   * half-open again once the handshake is done (`accept`).
+   */
+  private toTls(socket: Socket): void {
+    socket.allowHalfOpen = false;
+    this.tls.emit('connection', socket);
+  }
+
   private plaintextPossible(): boolean {
     const policy = this.policy();
     const cached = this.plaintext;
@@ -203,7 +225,7 @@ export class InboundListener {
 
   private dispatch(kind: FirstBytesKind, socket: Socket): void {
     if (kind === 'tls') {
-      this.tls.emit('connection', socket);
+      this.toTls(socket);
       return;
     }
     const facts: ConnectionFacts = { tls: false, ...addresses(socket) };
@@ -239,6 +261,7 @@ export class InboundListener {
   }
 
   private accept(socket: TLSSocket): void {
+    socket.allowHalfOpen = true;
     const sni = (socket as TLSSocket & { servername?: string }).servername || '';
     const route = this.routes.get(sni);
     const cert = peerCertificate(socket);
@@ -401,6 +424,7 @@ export class InboundListener {
           this.log.warn('malformed HTTP request on inbound connection', { peer, error: msg });
         } else this.log.debug('inbound http exchange failed', { peer, kind, error: msg });
       },
+      this.limits,
       reporter,
     );
     const tracked: OpenConnection = { facts, current: () => (session.tunneling ? upgrade : last && { route: last, modeOnly: true }), close: () => socket.destroy() };

@@ -41,3 +41,4 @@ export { parseHead, buildHead, forwardHead, setOnlyEdits, headerValue, simpleRes
 export { BodyFramer } from './http1/body-framer';
 export { ConnectionPool, UpstreamConnection, type Dialer, type UpstreamOwner } from './connection-pool';
 export type { CredentialStore, InboundRoute, OutboundRoute, Protocol } from './proxy-config';
+export { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';

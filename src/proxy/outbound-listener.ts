@@ -18,6 +18,8 @@ import { OutboundHttpRouter } from './outbound-http-router';
 import { drainAndClose, trackConnections } from './drain';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, OutboundRoute } from './proxy-config';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';
+import { simpleResponse } from './http1/http1-head';
 
 /** Counters the agent reports. */
 export interface OutboundStats {
@@ -28,6 +30,8 @@ export interface OutboundStats {
   noRoute: number;
   /** TCP connections refused because the cluster's circuit breaker maxConnections were all open. */
   overflow: number;
+  /** Connections refused because the listener had limits.maxConnections open (HTTP: answered 503 first). */
+  overLimit: number;
 }
 
 /** Clusters are shared by every listener of the agent; the agent keeps them fed by discovery. */
@@ -39,7 +43,7 @@ export interface ClusterCatalog {
 export class OutboundListener {
   private open = new Set<Socket>();
   private server?: Server;
-  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, noRoute: 0, overflow: 0 };
+  readonly stats: OutboundStats = { connections: 0, noEndpoint: 0, connectFailures: 0, noRoute: 0, overflow: 0, overLimit: 0 };
   /** Pooled mTLS connections per destination service (each has its own SNI and identity), for HTTP, with the policy they were configured by. */
   private readonly pools = new Map<string, { pool: ConnectionPool; policy: CompiledPolicy | undefined }>();
   readonly router: OutboundHttpRouter<HttpHead, Buffer, ConnectionPool>;
@@ -51,13 +55,14 @@ export class OutboundListener {
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     /** Metrics, access log, traces and taps of this port's traffic; absent when nothing reports. */
     telemetry?: MeshTelemetry,
   ) {
     this.reporter = telemetry ? { telemetry, hop: outboundHop(telemetry, route) } : null;
     const upstreams = { cluster: (s: ServiceRef, subset?: string) => catalog.cluster(s, subset), pool: (s: ServiceRef, subset?: string) => this.pool(s, subset) };
     this.router = new OutboundHttpRouter(route.service, policy, upstreams, HTTP1_ROUTING, Math.random, route.listen.port, route.sourceLabels);
-    if (route.protocol === 'http2' || route.protocol === 'grpc') this.h2 = new H2Outbound(route, catalog, policy, connector, credentials, log, telemetry);
+    if (route.protocol === 'http2' || route.protocol === 'grpc') this.h2 = new H2Outbound(route, catalog, policy, connector, credentials, log, limits, telemetry);
   }
 
   /** The hop this port's HTTP/1.1 requests and TCP connections count under. */
@@ -130,6 +135,21 @@ export class OutboundListener {
 
   private async accept(down: Socket): Promise<void> {
     this.stats.connections++;
+    // `open` does not count this connection yet (it is told of it after this handler).
+    if (this.open.size >= this.limits.maxConnections) {
+      this.stats.overLimit++;
+      this.log.warn('connection refused: the upstream port has limits.maxConnections open', { cluster: this.route.cluster, max: this.limits.maxConnections });
+      if (this.route.protocol !== 'http') {
+        down.destroy();
+        return;
+      }
+      // Read and drop what the client sends, so that its close is seen; a client that stays gets cut after 2 s.
+      down.allowHalfOpen = false;
+      down.resume();
+      down.end(simpleResponse(503, 'Service Unavailable', `too many connections to this upstream port (limits.maxConnections ${this.limits.maxConnections})\n`, [['x-mesh-response-flags', 'OL']], true));
+      setTimeout(() => down.destroy(), 2000).unref();
+      return;
+    }
     if (this.h2) {
       this.h2.accept(down);
       return;
@@ -137,7 +157,7 @@ export class OutboundListener {
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
     if (this.route.protocol === 'http') {
-      new Http1Session(down, this.router.route, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }), this.reporter);
+      new Http1Session(down, this.router.route, (kind, msg) => this.log.debug('http exchange failed', { cluster: this.route.cluster, kind, error: msg }), this.limits, this.reporter);
       down.resume();
       return;
     }

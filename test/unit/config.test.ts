@@ -6,6 +6,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { AGENT_DEFAULTS, loadAgentConfig } from '../../src/agent/agent-config';
+import { DEFAULT_PROXY_LIMITS } from '../../src/proxy';
 import { formatDuration, parseDuration, parseHostPort, type ConfigProblem } from '../../src/config';
 import { isMeshError, type MeshError } from '../../src/errors';
 import { loadServerConfig, SERVER_DEFAULTS } from '../../src/server/server-config';
@@ -105,6 +106,16 @@ describe('loadAgentConfig', () => {
     assert.ok(err.message.includes(`services[0].port (${file}:4)`), err.message);
     assert.ok(err.message.includes(`services[0].colour (${file}:5)`), err.message);
     assert.equal(err.retryable, false);
+  });
+
+  test('limits: the documented defaults, values set in the file, and every bad one reported', () => {
+    assert.deepEqual(loadAgentConfig({ file: configFile('nodeName: n\n'), env: {} }).limits, DEFAULT_PROXY_LIMITS);
+    assert.deepEqual(DEFAULT_PROXY_LIMITS, { maxHeadBytes: 65536, maxHeaders: 100, maxRetryBodyBytes: 65536, maxConnections: 10_000, h2MaxConcurrentStreams: 1000, h2IdleTimeoutMs: 300_000 });
+    const set = loadAgentConfig({ file: configFile('limits: { maxHeadBytes: 8192, maxHeaders: 20, maxRetryBodyBytes: 0, maxConnections: 5, h2MaxConcurrentStreams: 10, h2IdleTimeout: 30s }\n'), env: {} }).limits;
+    assert.deepEqual(set, { maxHeadBytes: 8192, maxHeaders: 20, maxRetryBodyBytes: 0, maxConnections: 5, h2MaxConcurrentStreams: 10, h2IdleTimeoutMs: 30_000 });
+    const err = configError(() => loadAgentConfig({ file: configFile('limits:\n  maxHeadBytes: 10\n  maxHeaders: lots\n  maxConnections: 0\n  h2IdleTimeout: 10ms\n  maxBody: 1\n'), env: {} }));
+    assert.deepEqual(err.problems.map((p) => p.path).sort(), ['limits.h2IdleTimeout', 'limits.maxBody', 'limits.maxConnections', 'limits.maxHeadBytes', 'limits.maxHeaders']);
+    assert.match(err.problems.find((p) => p.path === 'limits.maxHeadBytes')!.message, /got 10, expected an integer from 1024 to 1048576/);
   });
 
   test('unknown fields are errors at every level, and the known ones are listed', () => {

@@ -97,7 +97,7 @@ describe('admin API: policy routes', () => {
       ['{"files": [{"name": "a", "text": ""}], "dryRun": "yes"}', /apply request\.dryRun: got "yes", expected true or false/],
     ];
     for (const [body, message] of cases) await refused('POST', '/v1/policy/apply', body, 400, 'MESH_ERR_BAD_REQUEST', message);
-    await refused('POST', '/v1/policy/apply', JSON.stringify({ files: [{ name: 'big', text: 'x'.repeat(9 * 1024 * 1024) }] }), 400, 'MESH_ERR_BAD_REQUEST', /request body is larger than 8388608 bytes/);
+    await refused('POST', '/v1/policy/apply', JSON.stringify({ files: [{ name: 'big', text: 'x'.repeat(9 * 1024 * 1024) }] }), 413, 'MESH_ERR_TOO_LARGE', /request body is larger than 8388608 bytes/);
   });
 
   test('an invalid document answers 400 with every problem listed, located, and stores nothing', async () => {

@@ -137,10 +137,11 @@ const bad = (why: string): HttpFramingError => new HttpFramingError(400, why);
 const shown = (buf: Buffer, a: number, b: number, max: number): string => JSON.stringify(buf.toString('latin1', a, Math.min(b, a + max)));
 
 /**
- * Parses the head starting at `start` in `buf`. Returns undefined when the head is not complete yet.
- * @throws HttpFramingError (400 malformed, 431 too large)
+ * Parses the head starting at `start` in `buf`. Returns undefined when the head is not complete yet. `maxFields`
+ * limits the header count (requests: the agent's `limits.maxHeaders`).
+ * @throws HttpFramingError (400 malformed, 431 too large or too many header fields)
  */
-export function parseHead(buf: Buffer, start: number, kind: 'request' | 'response', maxBytes = MAX_HEAD_BYTES): HttpHead | undefined {
+export function parseHead(buf: Buffer, start: number, kind: 'request' | 'response', maxBytes = MAX_HEAD_BYTES, maxFields = Infinity): HttpHead | undefined {
   const end = buf.indexOf(CRLFCRLF, start);
   if (end === -1) {
     if (buf.length - start > maxBytes) throw new HttpFramingError(431, `${kind} head is larger than ${maxBytes} bytes`);
@@ -179,6 +180,7 @@ export function parseHead(buf: Buffer, start: number, kind: 'request' | 'respons
     pos = i;
     while (i > vs && (buf[i - 1] === SP || buf[i - 1] === HT)) i--;
     const ve = i;
+    if (h.spans.length >= maxFields * 4) throw new HttpFramingError(431, `${kind} head has more than ${maxFields} header fields`);
     h.spans.push(a, nameEnd, vs, ve);
     switch (knownName(buf, a, nameEnd - a)) {
       case Known.None:

@@ -5,13 +5,14 @@ import type { Socket } from 'node:net';
 import { describeError } from '../../errors';
 import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG, OVERFLOW_STATUS, type OverflowKind } from '../circuit-breaker';
 import { PoolOverflow, type ConnectionPool, type UpstreamConnection, type UpstreamOwner } from '../connection-pool';
-import { RETRY_BODY_LIMIT, retryBackoffMs, type Decision, type ExchangeOutcome, type Target } from '../route-decision';
+import { retryBackoffMs, type Decision, type ExchangeOutcome, type Target } from '../route-decision';
 import { NO_FLAGS } from '../../telemetry';
 import type { ExchangeReporter } from '../exchange-report';
 import { BodyFramer } from './body-framer';
 import { errorResponse, HttpFramingError } from './http-framing-error';
 import { buildHead, forwardHead, parseHead, simpleResponse, type HttpHead } from './http1-head';
 import { Http1Telemetry } from './http1-telemetry';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy-limits';
 
 /** Decides per request, possibly later (a fault delay); the seam where the filter chain plugs in. `source` is the client's address. */
 export type HttpRouter = (head: HttpHead, source: string) => Decision | Promise<Decision>;
@@ -68,6 +69,7 @@ export class Http1Session implements UpstreamOwner {
     private readonly down: Socket,
     private readonly router: HttpRouter,
     private readonly onError: (kind: SessionErrorKind, msg: string) => void = () => {},
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     reporter: ExchangeReporter | null = null,
   ) {
     this.source = down.remoteAddress ?? '';
@@ -107,7 +109,7 @@ export class Http1Session implements UpstreamOwner {
             return;
           }
           if (!p || p.length === 0) return;
-          const head = parseHead(p, 0, 'request');
+          const head = parseHead(p, 0, 'request', this.limits.maxHeadBytes, this.limits.maxHeaders);
           if (!head) return;
           this.pending = p.length === head.size ? null : p.subarray(head.size);
           this.start(head, p.subarray(0, head.size));
@@ -170,7 +172,7 @@ export class Http1Session implements UpstreamOwner {
     // A field the proxy sets or removes on the request must not reach the app as a trailer (e.g. a forged XFCC).
     this.reqBody.forbiddenTrailers = (d.edits?.set || d.edits?.remove) && head.chunked ? new Set([...(d.edits.set ?? []).map(([n]) => n), ...(d.edits.remove ?? [])]) : null;
     // Keep the body for a retry only when it is known to be small.
-    this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= RETRY_BODY_LIMIT)) ? [] : null;
+    this.bodyCopy = d.retry && d.retry.attempts > 0 && !head.upgrade && (this.reqBody.done || (head.contentLength > 0 && head.contentLength <= this.limits.maxRetryBodyBytes)) ? [] : null;
     this.bodyCopySize = 0;
     for (const b of this.queued) this.keepCopy(b);
     if (d.timeoutMs) this.timer = setTimeout(() => this.timedOut(false), d.timeoutMs);
@@ -226,7 +228,7 @@ export class Http1Session implements UpstreamOwner {
   private keepCopy(b: Buffer): void {
     if (!this.bodyCopy) return;
     this.bodyCopySize += b.length;
-    if (this.bodyCopySize > RETRY_BODY_LIMIT) this.bodyCopy = null;
+    if (this.bodyCopySize > this.limits.maxRetryBodyBytes) this.bodyCopy = null;
     else this.bodyCopy.push(Buffer.from(b));
   }
 
@@ -527,6 +529,12 @@ export class Http1Session implements UpstreamOwner {
   private onDownEnd(): void {
     if (this.tunnel) {
       this.upstream?.socket.end();
+      return;
+    }
+    // The client finished sending in the middle of a request body: that request can never be whole, and the
+    // upstream would wait for the rest for ever; both connections go.
+    if (this.req === Req.Body) {
+      this.fail(new HttpFramingError(400, 'the client closed its side in the middle of the request body'));
       return;
     }
     // The client finished sending. Answer what is in flight, then close.

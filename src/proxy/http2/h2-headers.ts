@@ -10,6 +10,18 @@ export const RESPONSE_PSEUDO: readonly string[] = [':status'];
 /** Trailers carry none. */
 export const NO_PSEUDO: readonly string[] = [];
 
+/**
+ * The answer to a request whose header list is larger than `maxBytes` (RFC 9113 6.5.2 size: each field's name and value
+ * plus 32), or undefined. Node advertises SETTINGS_MAX_HEADER_LIST_SIZE but does not refuse a larger list itself.
+ */
+export function headerListTooLarge(headers: IncomingHttpHeaders, maxBytes: number): { status: 431; grpcStatus: 8; message: string; flag: string } | undefined {
+  let size = 0;
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value ?? '']) size += name.length + String(v).length + 32;
+  }
+  return size > maxBytes ? { status: 431, grpcStatus: 8, message: `request header list is ${size} bytes, more than limits.maxHeadBytes ${maxBytes}`, flag: 'DPE' } : undefined;
+}
+
 /** Header edits: each name is set to the value, replacing whatever the sender put there (lower-case names). */
 export type HeaderEdits = readonly (readonly [string, string])[];
 

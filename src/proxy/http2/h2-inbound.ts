@@ -18,9 +18,10 @@ import { inboundHop } from '../exchange-report';
 import { refusalFlag, type Admission } from '../inbound-authorizer';
 import type { InboundRoute } from '../proxy-config';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
-import { forwardHeaders, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
+import { forwardHeaders, headerListTooLarge, REQUEST_PSEUDO, type HeaderEdits } from './h2-headers';
 import { answerStream } from './h2-local-answer';
-import { H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { closeWhenIdle, downstreamH2Options, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy-limits';
 import { forwardStream, holdStream } from './h2-stream-forwarder';
 import { addTraceHeaders, observeStream } from './h2-telemetry';
 
@@ -69,11 +70,12 @@ export class H2Inbound {
   constructor(
     private readonly stats: H2InboundStats,
     private readonly log: Logger,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     /** Metrics, access log, traces and taps of each stream; absent when nothing reports. */
     private readonly telemetry?: MeshTelemetry,
   ) {
     this.apps = new H2SessionPool(dialApp, { idleTimeoutMs: 60_000 });
-    this.server = createServer({ settings: H2_SETTINGS });
+    this.server = createServer(downstreamH2Options(limits));
     this.server.on('session', (session: ServerHttp2Session) => {
       const caller = this.handing;
       if (!caller) {
@@ -82,6 +84,7 @@ export class H2Inbound {
       }
       this.stats.h2Sessions++;
       this.sessions.add(session);
+      closeWhenIdle(session, limits);
       session.on('error', (err) => this.log.debug('inbound h2 session error', { service: caller.route.sni, peer: caller.peer, error: err.message }));
       const unwatch = caller.watch(undefined, () => session.destroy());
       session.once('close', () => {
@@ -103,6 +106,8 @@ export class H2Inbound {
       ...(who.xfcc ? { edits: [['x-forwarded-client-cert', who.xfcc]] } : {}),
     };
     this.handing = caller;
+    // HTTP/2 has no half-closed connection: a peer's end of input ends the session (else it would wait for ever).
+    socket.allowHalfOpen = false;
     try {
       this.server.emit('connection', socket);
     } finally {
@@ -125,6 +130,11 @@ export class H2Inbound {
     const grpc = route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
     const t = this.telemetry;
     const seen = t && observeStream(t, (caller.hops[grpc ? 1 : 0] ??= inboundHop(t, route, caller.peerId, grpc)), down, headers, grpc);
+    const tooLarge = headerListTooLarge(headers, this.limits.maxHeadBytes);
+    if (tooLarge) {
+      answerStream(down, grpc, tooLarge);
+      return;
+    }
     const admission = caller.authorize(headers);
     if (!admission.allowed) {
       answerStream(down, grpc, { status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED, message: admission.message, flag: refusalFlag(admission) });

@@ -25,10 +25,11 @@ import { OutboundHttpRouter, type UpstreamCatalog } from '../outbound-http-route
 import type { CredentialStore, OutboundRoute } from '../proxy-config';
 import type { Decision } from '../route-decision';
 import { GrpcStatus, isGrpcContentType } from './grpc-status';
-import { applyHeadEdits, forwardHeaders, REQUEST_PSEUDO } from './h2-headers';
+import { applyHeadEdits, forwardHeaders, headerListTooLarge, REQUEST_PSEUDO } from './h2-headers';
 import { answerStream, type H2Answer } from './h2-local-answer';
 import { H2_ROUTING } from './h2-routing';
-import { H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { closeWhenIdle, downstreamH2Options, H2_CONNECTION_WINDOW, H2_SETTINGS, H2SessionPool } from './h2-session-pool';
+import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from '../proxy-limits';
 import { forwardStream, holdStream, type HeldStream } from './h2-stream-forwarder';
 import { addTraceHeaders, observeStream, type H2Observation } from './h2-telemetry';
 
@@ -57,14 +58,16 @@ export class H2Outbound {
     private readonly connector: Connector,
     private readonly credentials: CredentialStore,
     private readonly log: Logger,
+    private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     /** Metrics, access log, traces and taps of each stream; absent when nothing reports. */
     private readonly telemetry?: MeshTelemetry,
   ) {
     const catalog: UpstreamCatalog<H2SessionPool> = { cluster: (s, subset) => clusters.cluster(s, subset), pool: (s) => this.pool(s) };
     this.router = new OutboundHttpRouter(route.service, policy, catalog, H2_ROUTING, Math.random, route.listen.port, route.sourceLabels);
-    this.server = createServer({ settings: H2_SETTINGS });
+    this.server = createServer(downstreamH2Options(limits));
     this.server.on('session', (session: ServerHttp2Session) => {
       this.downstream.add(session);
+      closeWhenIdle(session, limits);
       session.on('error', (err) => this.log.debug('downstream h2 session error', { cluster: route.cluster, error: err.message }));
       session.once('close', () => this.downstream.delete(session));
     });
@@ -77,6 +80,8 @@ export class H2Outbound {
   accept(down: Socket): void {
     down.on('error', (err) => this.log.debug('downstream socket error', { error: err.message }));
     down.setNoDelay(true);
+    // HTTP/2 has no half-closed connection: a client's end of input ends the session (else it would wait for ever).
+    down.allowHalfOpen = false;
     this.server.emit('connection', down);
     down.resume(); // the listener accepts paused; the session reads from here on
   }
@@ -99,6 +104,11 @@ export class H2Outbound {
     const held = holdStream(down);
     const grpc = this.route.protocol === 'grpc' || isGrpcContentType(headers['content-type']);
     const seen = this.telemetry && observeStream(this.telemetry, this.hop(grpc), down, headers, grpc);
+    const tooLarge = headerListTooLarge(headers, this.limits.maxHeadBytes);
+    if (tooLarge) {
+      answerStream(down, grpc, tooLarge);
+      return;
+    }
     const d = this.router.route(headers, down.session?.socket?.remoteAddress ?? '');
     if (d instanceof Promise) {
       if (seen) seen.delayed = true;

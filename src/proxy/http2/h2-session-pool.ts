@@ -1,10 +1,25 @@
 // One long-lived HTTP/2 client session per endpoint, shared by every stream to it: opened on first use, opened again once closed.
 
-import type { ClientHttp2Session } from 'node:http2';
+import type { ClientHttp2Session, Http2Session, Settings } from 'node:http2';
 import { endpointKey, type Endpoint } from '../../registry';
+import type { ProxyLimits } from '../proxy-limits';
 
 /** Settings for the sessions the proxy opens and accepts: no server push; room for a busy multiplexed connection. */
 export const H2_SETTINGS = { enablePush: false, initialWindowSize: 1 << 20 } as const;
+
+/**
+ * Options of a server that takes downstream HTTP/2 connections: H2_SETTINGS plus the agent's limits (streams at once,
+ * header list size and count), and sessions closed with a GOAWAY when idle. The idle close also ends a session Node
+ * leaves open after it answered a protocol error with GOAWAY (it does not close it on the peer's end of input).
+ */
+export function downstreamH2Options(limits: ProxyLimits): { settings: Settings; maxHeaderListPairs: number } {
+  return { settings: { ...H2_SETTINGS, maxConcurrentStreams: limits.h2MaxConcurrentStreams, maxHeaderListSize: limits.maxHeadBytes }, maxHeaderListPairs: limits.maxHeaders };
+}
+
+/** Closes `session` (GOAWAY, streams in flight finish) after `limits.h2IdleTimeoutMs` without frames. */
+export function closeWhenIdle(session: Http2Session, limits: ProxyLimits): void {
+  session.setTimeout(limits.h2IdleTimeoutMs, () => session.close());
+}
 /** Connection-level receive window of a session the proxy opens: many streams share it. */
 export const H2_CONNECTION_WINDOW = 16 << 20;
 
