@@ -31,6 +31,8 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_MTLS_MODE: { retryable: false, text: 'An inbound connection did not come the way the service\'s PeerAuthentication mode takes: plaintext to a STRICT service, mTLS to a DISABLE one, or plaintext no single service can take.' },
   MESH_ERR_LOCAL_SERVICE_INVALID: { retryable: false, text: 'A service the local Consul agent lists opted in to the mesh (tag mesh or meta mesh-enabled) but its registration is not usable (name, port or a mesh-* meta value); it is left out of the mesh, the other services are kept.' },
   MESH_ERR_POLICY_INVALID: { retryable: false, text: 'A policy document (VirtualService, DestinationRule, ServiceEntry, ...) is invalid or conflicts with another; the error lists every problem with its file, document, line and field path, and nothing is applied.' },
+  MESH_ERR_NOT_LEADER: { retryable: true, text: 'A server replica in HA mode was asked for a write (apply, delete, rollback, token create) but does not lead; it redirects to the leader (HTTP 307 with Location), or answers 503 while no replica leads.' },
+  MESH_ERR_HA_KEY: { retryable: false, text: 'The HA key-encryption key file is missing, unreadable, readable by others, not 32 bytes, or not the key that sealed the CA key in Consul KV.' },
   MESH_ERR_POLICY_SIGNATURE: { retryable: false, text: 'A mesh policy version does not verify: its documents do not match the signed digest, the signature is wrong, or the signing certificate is not the mesh\'s policy signer; the agent refuses it and keeps the last good version.' },
 } as const;
 

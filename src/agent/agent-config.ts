@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
-import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
+import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, readConsulConnection, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 
 export type ServiceProtocol = MeshProtocol;
@@ -262,18 +262,8 @@ function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPo
 }
 
 function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscoveryConfig {
-  const opt = (key: string): Record<string, string> => (c.has(key) ? { [key]: c.string(key, '') } : {});
-  const file = (key: string): Record<string, string> => (c.has(key) ? { [key]: path(c.string(key, '')) } : {});
   const out: ConsulDiscoveryConfig = {
-    ...opt('address'),
-    ...(c.has('scheme') ? { scheme: c.oneOf('scheme', ['http', 'https'] as const, 'http') } : {}),
-    ...opt('token'),
-    ...file('tokenFile'),
-    ...file('caFile'),
-    ...file('certFile'),
-    ...file('keyFile'),
-    ...opt('tlsServerName'),
-    ...opt('datacenter'),
+    ...readConsulConnection(c, path),
     registerServices: c.boolean('registerServices', false),
     localServices: c.boolean('localServices', false),
     resyncIntervalMs: c.duration('resyncInterval', 30_000, { min: 1000 }),

@@ -16,8 +16,11 @@ export interface AdminFlags {
 /** Calls the admin API. @throws MeshError with the server's code, or MESH_ERR_SERVER_UNREACHABLE */
 export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
   const base = (flags.admin ?? process.env.MESH_ADMIN_ADDR ?? `http://${SERVER_DEFAULTS.adminListen.host}:${SERVER_DEFAULTS.adminListen.port}`).replace(/\/$/, '');
-  const url = /^https?:\/\//.test(base) ? base : `http://${base}`;
-  const token = adminToken(flags);
+  return call(/^https?:\/\//.test(base) ? base : `http://${base}`, adminToken(flags), method, path, body, true);
+}
+
+/** One request; a follower replica's 307 to the leader (HA mode) is followed once, with the same token and body. */
+async function call(url: string, token: string, method: 'GET' | 'POST', path: string, body: unknown, follow: boolean): Promise<Record<string, unknown>> {
   let res;
   try {
     res = await request(`${url}${path}`, {
@@ -31,6 +34,11 @@ export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path:
     throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `cannot reach the admin API at ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is "mesh-agent server" running? set --admin or MESH_ADMIN_ADDR)`);
   }
   const text = await res.body.text();
+  const location = res.headers.location;
+  if (res.statusCode === 307 && follow && typeof location === 'string') {
+    const to = new URL(location);
+    return call(to.origin, token, method, to.pathname, body, false);
+  }
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(text) as Record<string, unknown>;

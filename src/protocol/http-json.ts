@@ -16,6 +16,7 @@ const STATUS: Partial<Record<MeshErrorCode, number>> = {
   MESH_ERR_TOKEN_MALFORMED: 400,
   MESH_ERR_NOT_FOUND: 404,
   MESH_ERR_POLICY_INVALID: 400,
+  MESH_ERR_NOT_LEADER: 503,
 };
 
 /**

@@ -20,6 +20,8 @@ export interface AgentChannelDeps {
   readonly policy: PolicyDistributor;
   readonly now: () => number;
   readonly log: Logger;
+  /** Called after an agent's hello was recorded (HA mode shares it through Consul KV). */
+  readonly reported?: (agentId: string) => void;
 }
 
 interface Session extends PolicySubscriber {
@@ -109,6 +111,7 @@ export class AgentChannel {
           serviceLabels: Object.fromEntries(msg.services.map((s) => [`${s.namespace}/${s.name}`, s.labels])),
           upstreams: refs(msg.upstreams),
         });
+        this.deps.reported?.(session.agentId);
         // Agents of protocol 1 know nothing of policy messages; they keep whatever they run.
         if (msg.protocol >= 2) {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);
