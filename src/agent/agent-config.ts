@@ -51,6 +51,8 @@ export interface ConsulDiscoveryConfig extends ConsulSettingsInput {
   readonly localServices: boolean;
   /** Time between two anti-entropy passes that register again what Consul forgot. @default 30000 */
   readonly resyncIntervalMs: number;
+  /** Find the server replicas (HA mode) in Consul's catalog, service `mesh-server`, and move to another when the one in use fails. @default false */
+  readonly discoverServers?: boolean;
   /** Allow stale reads from any Consul server. @default false */
   readonly stale: boolean;
   /** Blocking query wait. @default 60000 */
@@ -266,6 +268,7 @@ function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscover
     ...readConsulConnection(c, path),
     registerServices: c.boolean('registerServices', false),
     localServices: c.boolean('localServices', false),
+    discoverServers: c.boolean('discoverServers', false),
     resyncIntervalMs: c.duration('resyncInterval', 30_000, { min: 1000 }),
     stale: c.boolean('stale', false),
     waitMs: c.duration('wait', 60_000, { min: 1000 }),

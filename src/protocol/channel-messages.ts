@@ -10,6 +10,9 @@ import { POLICY_DIGEST_PATTERN, type PolicyDocumentKey, type PolicyDocumentSourc
  */
 export const CHANNEL_PROTOCOL = 2;
 
+/** The Consul service every server replica registers in HA mode; agents with consul.discoverServers find servers by it. */
+export const MESH_SERVER_SERVICE = 'mesh-server';
+
 /** A local service an agent runs, as it reports it. */
 export interface ServiceRef {
   readonly name: string;

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { ConsulStandin } from '../consul-standin/consul-standin';
+import { startHttpApp } from '../helpers/apps';
+import { TestMesh, type AgentHandle } from '../helpers/mesh';
 import { freePort, meshAgent, runMeshAgent, tempDir, type Proc } from '../helpers/processes';
 
 const TTL_MS = 1000;
@@ -17,6 +19,8 @@ interface Replica {
   readonly name: string;
   readonly proc: Proc;
   readonly admin: string;
+  /** Its agent port, host:port. */
+  readonly agent: string;
   readonly dataDir: string;
   readonly fingerprint: string;
 }
@@ -28,12 +32,17 @@ describe('HA control plane on Consul KV (stand-in)', () => {
   const { dir: root, cleanup } = tempDir('mesh-ha-');
   const keyFile = join(root, 'ha.key');
   const procs: Proc[] = [];
+  const mesh = new TestMesh();
+  let app: Awaited<ReturnType<typeof startHttpApp>> | undefined;
   let proxy: Server | undefined;
   before(async () => {
     await consul.start(0);
     writeFileSync(keyFile, randomBytes(32).toString('hex'), { mode: 0o600 });
   });
   after(async () => {
+    traffic.stop = true;
+    app?.server.close();
+    await mesh.close();
     await Promise.all(procs.map((p) => p.stop('SIGKILL')));
     proxy?.closeAllConnections();
     proxy?.close();
@@ -43,16 +52,17 @@ describe('HA control plane on Consul KV (stand-in)', () => {
 
   async function startReplica(name: string, opts: { prefix?: string; consulAddr?: string; ttl?: string; dataDir?: string } = {}): Promise<Replica> {
     const adminPort = await freePort();
+    const agent = `127.0.0.1:${await freePort()}`;
     const dataDir = opts.dataDir ?? join(root, name);
     const args = [
-      'server', '--data-dir', dataDir, '--listen', `127.0.0.1:${await freePort()}`, '--admin-listen', `127.0.0.1:${adminPort}`,
+      'server', '--data-dir', dataDir, '--listen', agent, '--admin-listen', `127.0.0.1:${adminPort}`,
       '--ha', 'consul', '--ha-consul', opts.consulAddr ?? consul.address, '--ha-prefix', opts.prefix ?? 'mesh/', '--ha-key-file', keyFile,
       '--ha-replica-name', name, '--ha-session-ttl', opts.ttl ?? `${TTL_MS}ms`, '--ha-lock-delay', `${LOCK_DELAY_MS}ms`,
     ];
     const proc = meshAgent(name, args);
     procs.push(proc);
     const m = await proc.waitFor(/server ready: .* CA (sha256:[0-9a-f]+)/, 20_000);
-    return { name, proc, admin: `http://127.0.0.1:${adminPort}`, dataDir, fingerprint: m[1]! };
+    return { name, proc, admin: `http://127.0.0.1:${adminPort}`, agent, dataDir, fingerprint: m[1]! };
   }
 
   const token = (r: Replica): string => readFileSync(join(r.dataDir, 'admin-token'), 'utf8').trim();
@@ -97,6 +107,43 @@ describe('HA control plane on Consul KV (stand-in)', () => {
 
   let replicas: Replica[] = [];
   let acked: { name: string; version: number }[] = [];
+  let agents: { a: AgentHandle; b: AgentHandle; upstream: number } | undefined;
+  /** Requests through the mesh (node-a -> node-b) from the first leader kill to the end. */
+  const traffic = { stop: false, ok: 0, failed: [] as string[], done: Promise.resolve() };
+
+  /** node-b runs api, node-a calls it; both find the server replicas in Consul (consul.discoverServers). */
+  async function startAgents(leader: Replica): Promise<void> {
+    app = await startHttpApp('api');
+    const server = { proc: leader.proc, dataDir: leader.dataDir, agentAddr: leader.agent, adminAddr: leader.admin.slice('http://'.length), fingerprint: leader.fingerprint };
+    const consulBlock = `consul: { address: "${consul.address}", discoverServers: true }\n`;
+    const b = await mesh.startAgent('node-b', mesh.writeConfig('b.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\n${consulBlock}services:\n  - { name: api, port: ${app.port}, protocol: http }\n`), { join: await mesh.token(server) });
+    mesh.writeConfig('endpoints.yaml', `services:\n  api: [{ address: 127.0.0.1, port: ${b.inbound.split(':')[1]} }]\n`);
+    const upstream = await freePort();
+    const a = await mesh.startAgent(
+      'node-a',
+      mesh.writeConfig('a.yaml', `inbound: { listen: "127.0.0.1:0" }\nadmin: { listen: "127.0.0.1:0" }\nendpointsFile: {{root}}/endpoints.yaml\n${consulBlock}services:\n  - name: web\n    port: 1\n    protocol: http\n    upstreams: [{ service: api, port: ${upstream}, protocol: http }]\n`),
+      { join: await mesh.token(server) },
+    );
+    agents = { a, b, upstream };
+    traffic.done = (async () => {
+      while (!traffic.stop) {
+        try {
+          const res = await request(`http://127.0.0.1:${upstream}/`, { headersTimeout: 5000 });
+          await res.body.text();
+          if (res.statusCode === 200) traffic.ok++;
+          else traffic.failed.push(`HTTP ${res.statusCode}`);
+        } catch (err) {
+          traffic.failed.push((err as Error).message);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+  }
+
+  async function agentServer(a: AgentHandle): Promise<{ server: string; serverConnected: boolean; id: string }> {
+    const res = await fetch(`http://${a.admin}/status`, { headers: { authorization: `Bearer ${readFileSync(join(a.stateDir, 'admin-token'), 'utf8').trim()}` } });
+    return ((await res.json()) as { agent: { server: string; serverConnected: boolean; id: string } }).agent;
+  }
 
   it('three replicas: one leads, a follower redirects writes; killing the leader mid-stream loses no acknowledged apply', async () => {
     replicas = await Promise.all(['r1', 'r2', 'r3'].map((n) => startReplica(n)));
@@ -113,6 +160,7 @@ describe('HA control plane on Consul KV (stand-in)', () => {
     assert.equal(cli.code, 0, cli.stderr);
     acked.push({ name: 'cli', version: (JSON.parse(cli.stdout) as { version: number }).version });
 
+    await startAgents(leader);
     const live = (): Replica[] => replicas.filter((r) => r.proc.running);
     for (let i = 0; i < 4; i++) acked.push({ name: `before-${i}`, version: await applyAcknowledged(live, `before-${i}`) });
     const killedAt = Date.now();
@@ -149,12 +197,34 @@ describe('HA control plane on Consul KV (stand-in)', () => {
   it('a new replica with an empty data dir catches up from KV alone', async () => {
     const head = Math.max(...acked.map((a) => a.version));
     const fresh = await startReplica('r4');
+    replicas.push(fresh);
     const live = replicas.filter((r) => r.proc.running)[0]!;
     const theirs = (await admin(live, 'GET', '/v1/policy')).json;
     const mine = (await admin(fresh, 'GET', '/v1/policy')).json;
     assert.equal(mine.version, head);
     assert.equal(mine.digest, theirs.digest);
     assert.equal(fresh.fingerprint, live.fingerprint);
+  });
+
+  it('agents find the replicas in Consul and move to another when theirs dies, without enrolling again; traffic never fails', async () => {
+    const { a } = agents!;
+    const before = await until('node-a connected', async () => {
+      const s = await agentServer(a);
+      return s.serverConnected ? s : undefined;
+    });
+    const theirs = replicas.find((r) => r.agent === before.server && r.proc.running);
+    assert.ok(theirs, `node-a is connected to a live replica (${before.server})`);
+    await theirs.proc.stop('SIGKILL');
+    const after = await until('node-a on another replica', async () => {
+      const s = await agentServer(a);
+      return s.serverConnected && s.server !== before.server ? s : undefined;
+    });
+    assert.equal(after.id, before.id, 'the same enrolled agent');
+    assert.equal((a.proc.stdout + a.proc.stderr).match(/enrolling/g)?.length, 1, 'enrolled once, at its first start');
+    traffic.stop = true;
+    await traffic.done;
+    assert.ok(traffic.ok > 0, 'requests went through');
+    assert.deepEqual(traffic.failed, [], `no failed request out of ${traffic.ok + traffic.failed.length}`);
   });
 
   it('a partitioned old leader (its session expired unnoticed) has its write refused by Consul and steps down', async () => {
@@ -207,7 +277,7 @@ describe('HA control plane on Consul KV (stand-in)', () => {
     const single = meshAgent('single', ['server', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--admin-listen', `127.0.0.1:${adminPort}`]);
     procs.push(single);
     const fingerprint = (await single.waitFor(/CA (sha256:[0-9a-f]+)/))[1]!;
-    const as = { name: 'single', proc: single, admin: `http://127.0.0.1:${adminPort}`, dataDir, fingerprint };
+    const as = { name: 'single', proc: single, admin: `http://127.0.0.1:${adminPort}`, agent: '', dataDir, fingerprint };
     await apply(as, 'one');
     await apply(as, 'two');
     await admin(as, 'POST', '/v1/tokens', { ttl: '1h', uses: 3 });

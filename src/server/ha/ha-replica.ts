@@ -1,7 +1,7 @@
 // One server replica in HA mode: Consul KV is the source of truth, the SQLite store a cache kept up with blocking queries.
 
 import { describeError, MeshError } from '../../errors';
-import type { EnrollRequest, EnrollResponse } from '../../protocol';
+import { MESH_SERVER_SERVICE, type EnrollRequest, type EnrollResponse } from '../../protocol';
 import { resolveConsulSettings } from '../../registry';
 import { checkJoinToken, type CaRow, type NewPolicyVersion, type Store, type TokenRow } from '../../store';
 import type { Logger } from '../../telemetry';
@@ -27,9 +27,6 @@ export interface ReplicaStatus extends KvReplicaRecord {
   readonly live: boolean;
   readonly leader: boolean;
 }
-
-/** The Consul service every replica registers, which agents discover servers by. */
-export const MESH_SERVER_SERVICE = 'mesh-server';
 
 /** Thrown by a follower for a write; carries the leader's admin URL when one is known. */
 export class NotLeaderError extends MeshError {
