@@ -140,10 +140,12 @@ describe('HA control plane on Consul KV (stand-in)', () => {
     })();
   }
 
-  async function agentServer(a: AgentHandle): Promise<{ server: string; serverConnected: boolean; id: string }> {
+  async function agentStatusOf(a: AgentHandle): Promise<{ agent: { server: string; serverConnected: boolean; id: string }; policy: { meshVersion: number | null } }> {
     const res = await fetch(`http://${a.admin}/status`, { headers: { authorization: `Bearer ${readFileSync(join(a.stateDir, 'admin-token'), 'utf8').trim()}` } });
-    return ((await res.json()) as { agent: { server: string; serverConnected: boolean; id: string } }).agent;
+    return (await res.json()) as { agent: { server: string; serverConnected: boolean; id: string }; policy: { meshVersion: number | null } };
   }
+  const agentServer = async (a: AgentHandle): Promise<{ server: string; serverConnected: boolean; id: string }> => (await agentStatusOf(a)).agent;
+  const agentPolicy = async (a: AgentHandle): Promise<number | null> => (await agentStatusOf(a)).policy.meshVersion;
 
   it('three replicas: one leads, a follower redirects writes; killing the leader mid-stream loses no acknowledged apply', async () => {
     replicas = await Promise.all(['r1', 'r2', 'r3'].map((n) => startReplica(n)));
@@ -221,6 +223,9 @@ describe('HA control plane on Consul KV (stand-in)', () => {
     });
     assert.equal(after.id, before.id, 'the same enrolled agent');
     assert.equal((a.proc.stdout + a.proc.stderr).match(/enrolling/g)?.length, 1, 'enrolled once, at its first start');
+    // Whichever replica each agent is on (a follower learns versions from KV) pushed it the head.
+    const head = Math.max(...acked.map((x) => x.version));
+    for (const agent of [agents!.a, agents!.b]) await until(`${agent.proc.name} at policy v${head}`, async () => ((await agentPolicy(agent)) === head ? true : undefined));
     traffic.stop = true;
     await traffic.done;
     assert.ok(traffic.ok > 0, 'requests went through');

@@ -216,15 +216,20 @@ export class HaReplica {
     this.api.put(this.keys.agent(a.id), JSON.stringify(record)).catch((err: unknown) => this.deps.log.warn('cannot record an agent report in Consul KV', { agent: agentId, error: describeError(err) }));
   }
 
-  /** Replicas (from their KV records), who leads, each one's applied version. @throws MeshError MESH_ERR_CONSUL */
-  async status(): Promise<{ mode: 'consul'; prefix: string; replica: string; leading: boolean; leader: string | null; replicas: ReplicaStatus[] }> {
-    const { entries } = await this.api.list(this.keys.replicas);
+  /** Replicas (from their KV records; none, with `error`, while Consul does not answer), who leads, each one's applied version. */
+  async status(): Promise<{ mode: 'consul'; prefix: string; replica: string; leading: boolean; leader: string | null; replicas: ReplicaStatus[]; error?: string }> {
     const leader = this.election.leader?.name ?? null;
-    const replicas = entries.map((e) => {
-      const r = JSON.parse(e.value) as KvReplicaRecord;
-      return { ...r, live: e.session !== undefined, leader: r.name === leader };
-    });
-    return { mode: 'consul', prefix: this.deps.config.prefix, replica: this.deps.me.name, leading: this.election.isLeader, leader, replicas };
+    const base = { mode: 'consul' as const, prefix: this.deps.config.prefix, replica: this.deps.me.name, leading: this.election.isLeader, leader };
+    try {
+      const { entries } = await this.api.list(this.keys.replicas);
+      const replicas = entries.map((e) => {
+        const r = JSON.parse(e.value) as KvReplicaRecord;
+        return { ...r, live: e.session !== undefined, leader: r.name === leader };
+      });
+      return { ...base, replicas };
+    } catch (err) {
+      return { ...base, replicas: [], error: describeError(err) };
+    }
   }
 
   /** Leaves the election (releasing the lock), stops following KV and deregisters the service. */
