@@ -35,6 +35,8 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_CAPTURE: { retryable: false, text: 'Transparent capture could not program the nat table: iptables is missing, the process lacks CAP_NET_ADMIN, or iptables-restore refused the rules (its message is included).' },
   MESH_ERR_GOSSIP: { retryable: true, text: 'A policy gossip exchange with a peer agent failed: the peer broke the protocol, sent more than the size cap, offered a version that is not newer, or did not answer in time; the agent keeps its version and asks other peers later.' },
   MESH_ERR_TAP_LIMIT: { retryable: true, text: 'The server runs as many live taps (mesh-agent tap) as it allows; stop one and try again.' },
+  MESH_ERR_NOT_LEADER: { retryable: true, text: 'A server replica in HA mode was asked for a write (apply, delete, rollback, token create) but does not lead; it redirects to the leader (HTTP 307 with Location), or answers 503 while no replica leads.' },
+  MESH_ERR_HA_KEY: { retryable: false, text: 'The HA key-encryption key file is missing, unreadable, readable by others, not 32 bytes, or not the key that sealed the CA key in Consul KV.' },
   MESH_ERR_POLICY_SIGNATURE: { retryable: false, text: 'A mesh policy version does not verify: its documents do not match the signed digest, the signature is wrong, or the signing certificate is not the mesh\'s policy signer; the agent refuses it and keeps the last good version.' },
 } as const;
 

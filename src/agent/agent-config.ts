@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { NAME_PATTERN } from '../ca';
-import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, type ConsulSettingsInput, type MeshProtocol } from '../registry';
+import { MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, MESH_PROTOCOLS, readConsulConnection, type ConsulSettingsInput, type MeshProtocol } from '../registry';
 import { deepFreeze, FieldReader, readLayers, type HostPort, type LayeredSetting } from '../config';
 import { parseCidr } from '../capture/virtual-ips';
 import type { CaptureSettings } from '../capture/capture-plan';
@@ -58,6 +58,8 @@ export interface ConsulDiscoveryConfig extends ConsulSettingsInput {
   readonly localServices: boolean;
   /** Time between two anti-entropy passes that register again what Consul forgot. @default 30000 */
   readonly resyncIntervalMs: number;
+  /** Find the server replicas (HA mode) in Consul's catalog, service `mesh-server`, and move to another when the one in use fails. @default false */
+  readonly discoverServers?: boolean;
   /** Allow stale reads from any Consul server. @default false */
   readonly stale: boolean;
   /** Blocking query wait. @default 60000 */
@@ -372,20 +374,11 @@ function checkConflicts(services: readonly LocalServiceConfig[], inbound: HostPo
 }
 
 function readConsul(c: FieldReader, path: (p: string) => string): ConsulDiscoveryConfig {
-  const opt = (key: string): Record<string, string> => (c.has(key) ? { [key]: c.string(key, '') } : {});
-  const file = (key: string): Record<string, string> => (c.has(key) ? { [key]: path(c.string(key, '')) } : {});
   const out: ConsulDiscoveryConfig = {
-    ...opt('address'),
-    ...(c.has('scheme') ? { scheme: c.oneOf('scheme', ['http', 'https'] as const, 'http') } : {}),
-    ...opt('token'),
-    ...file('tokenFile'),
-    ...file('caFile'),
-    ...file('certFile'),
-    ...file('keyFile'),
-    ...opt('tlsServerName'),
-    ...opt('datacenter'),
+    ...readConsulConnection(c, path),
     registerServices: c.boolean('registerServices', false),
     localServices: c.boolean('localServices', false),
+    discoverServers: c.boolean('discoverServers', false),
     resyncIntervalMs: c.duration('resyncInterval', 30_000, { min: 1000 }),
     stale: c.boolean('stale', false),
     waitMs: c.duration('wait', 60_000, { min: 1000 }),

@@ -2,6 +2,8 @@
 
 import type Consul from 'consul';
 import { formatHostPort, type HostPort } from '../config';
+import { describeError, MeshError } from '../errors';
+import { MESH_SERVER_SERVICE } from '../protocol';
 import {
   ConsulLocalServices,
   ConsulRegistration,
@@ -89,7 +91,7 @@ export class ConsulLink {
     readonly settings: ConsulDiscoveryConfig,
     private readonly log: Logger,
   ) {
-    const { stale, waitMs, minIntervalMs, registerServices: _r, localServices: _l, resyncIntervalMs: _s, ...connection } = settings;
+    const { stale, waitMs, minIntervalMs, registerServices: _r, localServices: _l, resyncIntervalMs: _s, discoverServers: _d, ...connection } = settings;
     this.client = createConsulClient(resolveConsulSettings(connection));
     this.source = new ConsulSource({ client: this.client, stale, waitMs, minIntervalMs, log: log.child({ source: 'consul' }) });
   }
@@ -99,6 +101,16 @@ export class ConsulLink {
     this.registration = new ConsulRegistration({ client: this.client, inboundPort, resyncIntervalMs: this.settings.resyncIntervalMs, onFailure, log: this.log.child({ source: 'consul' }) });
     this.registration.set(services);
     this.registration.start();
+  }
+
+  /** The agent ports (host:port) of the server replicas whose `mesh-server` registration passes its checks. @throws MeshError MESH_ERR_CONSUL */
+  async serverReplicas(): Promise<string[]> {
+    try {
+      const entries = (await this.client.health.service({ service: MESH_SERVER_SERVICE, passing: true })) as { Node: { Address: string }; Service: { Address: string; Port: number } }[];
+      return entries.map((e) => formatHostPort({ host: e.Service.Address || e.Node.Address, port: e.Service.Port }));
+    } catch (err) {
+      throw new MeshError('MESH_ERR_CONSUL', `cannot list the ${MESH_SERVER_SERVICE} replicas in Consul: ${describeError(err)}`, { cause: err });
+    }
   }
 
   /** Replaces the registered set (config reloaded). */

@@ -136,6 +136,7 @@ export class MeshAgent {
       }),
       this.clock,
       this.log,
+      config.consul?.discoverServers ? () => this.consul!.serverReplicas() : undefined,
     );
     this.connection.on('welcome', (msg: { roots: string[] }) => this.certs.setRoots(msg.roots));
     this.connection.on('policy', (msg: PolicyMessage) => this.receivePolicy(msg));
@@ -555,7 +556,7 @@ export class MeshAgent {
         nodeName: this.config.nodeName,
         version: MESH_VERSION,
         trustDomain: this.enrollment.trustDomain,
-        server: this.config.server ?? this.enrollment.server,
+        server: this.connection?.server ?? this.config.server ?? this.enrollment.server,
         serverConnected: this.connection?.connected ?? false,
         serverError: this.connection?.lastError ?? null,
         ready: this.notReady().length === 0,

@@ -38,15 +38,27 @@ export class ServerConnection extends EventEmitter {
   connectedSince: number | undefined;
   lastError: string | undefined;
 
+  /** The server address of the current (or last) connection. */
+  server: string;
+  /** Server replicas found last (HA mode, consul.discoverServers), and where this agent is in that list. */
+  private replicas: string[] = [];
+  private turn = -1;
+
+  /**
+   * `discover` (HA mode) lists the server replicas now; each connect picks the next one, so an agent whose
+   * server fails moves to another (it is the same mesh: no new enrollment). `server` is used while it lists none.
+   */
   constructor(
-    private readonly server: string,
+    private readonly fallbackServer: string,
     private readonly trustDomain: string,
     private readonly credentials: () => ChannelCredentials,
     private readonly hello: () => Omit<HelloMessage, 'type'>,
     private readonly clock: Clock,
     private readonly log: Logger,
+    private readonly discover?: () => Promise<string[]>,
   ) {
     super();
+    this.server = fallbackServer;
   }
 
   get connected(): boolean {
@@ -54,10 +66,27 @@ export class ServerConnection extends EventEmitter {
   }
 
   start(): void {
-    this.connect();
+    void this.connect();
   }
 
-  private connect(): void {
+  /** The next server to dial: with discovery, the replica after the last one tried (a random one first, to spread agents). */
+  private async pick(): Promise<string> {
+    if (!this.discover) return this.fallbackServer;
+    try {
+      const found = await this.discover();
+      if (found.length > 0) this.replicas = found;
+    } catch (err) {
+      this.log.warn('cannot list the server replicas, using the last known', { error: describeError(err) });
+    }
+    if (this.replicas.length === 0) return this.fallbackServer;
+    const at = this.replicas.indexOf(this.server);
+    this.turn = this.turn < 0 ? Math.floor(Math.random() * this.replicas.length) : (at >= 0 ? at : this.turn) + 1;
+    return this.replicas[this.turn % this.replicas.length]!;
+  }
+
+  private async connect(): Promise<void> {
+    if (this.closed) return;
+    this.server = await this.pick();
     if (this.closed) return;
     const c = this.credentials();
     // ws hands these to tls.connect; its own typing of checkServerIdentity is narrower than Node's.
@@ -99,7 +128,7 @@ export class ServerConnection extends EventEmitter {
       const wait = this.backoff.next();
       if (wasOpen) this.emit('disconnected');
       this.log.warn('server channel down, retrying', { server: this.server, inMs: wait, error: this.lastError });
-      this.retryTimer = this.clock.setTimeout(() => this.connect(), wait);
+      this.retryTimer = this.clock.setTimeout(() => void this.connect(), wait);
       this.retryTimer.unref?.();
     });
   }

@@ -27,6 +27,11 @@ export function adminUrl(flags: AdminFlags): string {
 /** Calls the admin API. @throws MeshError with the server's code, or MESH_ERR_SERVER_UNREACHABLE */
 export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path: string, body?: unknown): Promise<Record<string, unknown>> {
   const { url, token } = adminTarget(flags);
+  return call(url, token, method, path, body, true);
+}
+
+/** One request; a follower replica's 307 to the leader (HA mode) is followed once, with the same token and body. */
+async function call(url: string, token: string, method: 'GET' | 'POST', path: string, body: unknown, follow: boolean): Promise<Record<string, unknown>> {
   let res;
   try {
     res = await request(`${url}${path}`, {
@@ -39,7 +44,13 @@ export async function adminCall(flags: AdminFlags, method: 'GET' | 'POST', path:
   } catch (err) {
     throw new MeshError('MESH_ERR_SERVER_UNREACHABLE', `cannot reach the admin API at ${url}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (is "mesh-agent server" running? set --admin or MESH_ADMIN_ADDR)`);
   }
-  return answerOf(url, res.statusCode, await res.body.text());
+  const text = await res.body.text();
+  const location = res.headers.location;
+  if (res.statusCode === 307 && follow && typeof location === 'string') {
+    const to = new URL(location);
+    return call(to.origin, token, method, to.pathname, body, false);
+  }
+  return answerOf(url, res.statusCode, text);
 }
 
 /** The JSON body of an admin API answer. @throws MeshError with the server's code for an error status */

@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import { loadAgentConfig, MeshAgent, type AgentConfig } from '../agent';
 import { describeError, MeshError } from '../errors';
 import { MESH_COMMIT, MESH_VERSION } from '../protocol';
-import { loadServerConfig, MeshServer } from '../server';
+import { loadServerConfig, MeshServer, migrateToHa } from '../server';
 import { createLogger, type LogFormat } from '../telemetry';
 import { adminCall, type AdminFlags } from './admin-client';
 import { addAdminTokenCommands } from './admin-token-commands';
@@ -39,9 +39,17 @@ export function buildProgram(): Command {
     .option('--trust-domain <name>', 'SPIFFE trust domain, fixed when the CA is created (env MESH_TRUST_DOMAIN) [mesh.local]')
     .option('--workload-cert-ttl <duration>', 'workload certificate lifetime (env MESH_WORKLOAD_CERT_TTL) [24h]')
     .option('--node-cert-ttl <duration>', 'node certificate lifetime (env MESH_NODE_CERT_TTL) [720h]')
+    .addOption(new Option('--ha <mode>', 'run as one of several replicas with Consul KV as the source of truth (env MESH_HA; see docs/ha.md)').choices(['consul']))
+    .option('--ha-consul <addr>', 'Consul HTTP address in HA mode (env MESH_HA_CONSUL; default CONSUL_HTTP_ADDR, then 127.0.0.1:8500)')
+    .option('--ha-prefix <prefix>', 'Consul KV prefix of the mesh state (env MESH_HA_PREFIX) [mesh-agent/]')
+    .option('--ha-key-file <file>', 'key-encryption key, 64 hex characters, mode 0600, the same on every replica (env MESH_HA_KEY_FILE)')
+    .option('--ha-replica-name <name>', 'this replica\'s unique name (env MESH_HA_REPLICA_NAME) [advertise address]')
+    .option('--ha-admin-advertise <url>', 'admin API URL followers redirect writes to (env MESH_HA_ADMIN_ADVERTISE) [http://<admin-listen>]')
+    .option('--ha-session-ttl <duration>', 'Consul session TTL of the leader lock (env MESH_HA_SESSION_TTL) [15s]')
+    .option('--ha-lock-delay <duration>', 'Consul lock delay after a leader is lost (env MESH_HA_LOCK_DELAY) [5s]')
     .addOption(new Option('--log-format <format>', 'log line format').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least important log lines shown').choices(['info', 'debug']).default('info'))
-    .addHelpText('after', examples(['mesh-agent server --data-dir ./mesh-server-data', 'mesh-agent server --listen 10.0.0.5:15010 --workload-cert-ttl 12h', 'MESH_DATA_DIR=/var/lib/mesh-server mesh-agent server']))
+    .addHelpText('after', examples(['mesh-agent server --data-dir ./mesh-server-data', 'mesh-agent server --listen 10.0.0.5:15010 --workload-cert-ttl 12h', 'MESH_DATA_DIR=/var/lib/mesh-server mesh-agent server', 'mesh-agent server --ha consul --ha-key-file /etc/mesh-server/ha.key --listen 10.0.0.5:15010 --admin-listen 10.0.0.5:15014']))
     .action(async (opts: Record<string, unknown>) => {
       const config = loadServerConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: opts, env: process.env });
       const server = new MeshServer(config, { log: createLogger({ format: opts.logFormat as LogFormat, level: opts.logLevel as 'info' | 'debug', base: { component: 'server' } }) });
@@ -53,6 +61,24 @@ export function buildProgram(): Command {
         const m = server.address('admin');
         process.stdout.write(`mesh-agent server ready: agents on ${a.host}:${a.port}, admin on http://${m.host}:${m.port}, CA ${server.caFingerprint}\n`);
       });
+    });
+
+  program
+    .command('migrate-to-ha')
+    .description("copy a single server's state (CA, admin token, policy history, join tokens, agents) into Consul KV for HA mode; stop that server first")
+    .option('-c, --config <file>', 'server config file (YAML or JSON)')
+    .option('--data-dir <dir>', 'the single server\'s data dir (env MESH_DATA_DIR) [./mesh-server-data]')
+    .option('--trust-domain <name>', 'its trust domain (env MESH_TRUST_DOMAIN) [mesh.local]')
+    .option('--ha-consul <addr>', 'Consul HTTP address (env MESH_HA_CONSUL; default CONSUL_HTTP_ADDR, then 127.0.0.1:8500)')
+    .option('--ha-prefix <prefix>', 'Consul KV prefix to fill; it must hold no mesh state (env MESH_HA_PREFIX) [mesh-agent/]')
+    .option('--ha-key-file <file>', 'key-encryption key the replicas will use (env MESH_HA_KEY_FILE)')
+    .addOption(output())
+    .addHelpText('after', examples(['mesh-agent migrate-to-ha --data-dir /var/lib/mesh-server --ha-key-file /etc/mesh-server/ha.key', 'CONSUL_HTTP_ADDR=10.0.0.2:8500 mesh-agent migrate-to-ha --ha-prefix prod/mesh/ --ha-key-file ha.key -o json']))
+    .action(async (opts: Record<string, unknown> & { output: string }) => {
+      const config = loadServerConfig({ ...(opts.config ? { file: opts.config as string } : {}), flags: { ...opts, ha: 'consul' }, env: process.env });
+      const r = await migrateToHa(config);
+      if (opts.output === 'json') return json(r);
+      process.stdout.write(`migrated ${config.dataDir} to Consul KV ${r.prefix}: CA ${r.caFingerprint}, policy version ${r.policyVersion}, ${r.tokens} join token(s), ${r.agents} agent(s)\nstart the replicas with --ha consul --ha-prefix ${r.prefix} (see docs/ha.md)\n`);
     });
 
   program

@@ -12,6 +12,7 @@ interface AgentPolicyState {
 interface ServerStatus {
   server: { version: string; trustDomain: string; caFingerprint: string; listen: string; advertise: string; uptimeSeconds: number };
   policy: { version: number };
+  ha?: { replica: string; leader: string | null; prefix: string; replicas: { name: string; admin: string; agent: string; appliedVersion: number; live: boolean; leader: boolean; updatedAt: number }[] };
   agents: {
     id: string;
     nodeName: string;
@@ -35,6 +36,13 @@ export function printServerStatus(raw: Record<string, unknown>): void {
   out(`server ${s.server.version}  trust domain ${s.server.trustDomain}  agents on ${s.server.listen} (advertised ${s.server.advertise})  up ${s.server.uptimeSeconds}s`);
   out(`CA ${s.server.caFingerprint}`);
   out(`policy version ${s.policy.version}`);
+  if (s.ha) {
+    out('');
+    out(`HA on Consul KV ${s.ha.prefix}: this is replica ${s.ha.replica}; ${s.ha.leader ? `${s.ha.leader} leads` : 'no replica leads right now'}`);
+    const rows = [['REPLICA', 'ROLE', 'STATE', 'APPLIED', 'AGENTS ON', 'ADMIN']];
+    for (const r of s.ha.replicas) rows.push([r.name, r.leader ? 'leader' : 'follower', r.live ? 'live' : 'gone', `v${r.appliedVersion}`, r.agent, r.admin]);
+    table(rows);
+  }
   out('');
   if (s.agents.length === 0) return void out('no agents enrolled yet (create a token with "mesh-agent token create")');
   const rows = [['AGENT', 'NODE', 'ADDRESS', 'STATE', 'LAST CONTACT', 'SERVICES', 'POLICY', 'CERT EXPIRES']];

@@ -23,6 +23,9 @@ export interface TapFilterMessage {
 /** Most request records in one `tap-records` message; an agent drops (and counts) what does not fit. */
 export const MAX_TAP_RECORDS = 100;
 
+/** The Consul service every server replica registers in HA mode; agents with consul.discoverServers find servers by it. */
+export const MESH_SERVER_SERVICE = 'mesh-server';
+
 /** A local service an agent runs, as it reports it. */
 export interface ServiceRef {
   readonly name: string;

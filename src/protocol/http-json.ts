@@ -18,6 +18,7 @@ const STATUS: Partial<Record<MeshErrorCode, number>> = {
   MESH_ERR_NOT_FOUND: 404,
   MESH_ERR_POLICY_INVALID: 400,
   MESH_ERR_TAP_LIMIT: 429,
+  MESH_ERR_NOT_LEADER: 503,
 };
 
 /**

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import Consul from 'consul';
+import type { FieldReader } from '../config';
 import { MeshError } from '../errors';
 
 /** Connection settings for Consul's HTTP API, after env and config are merged and files are read. */
@@ -28,6 +29,23 @@ export interface ConsulSettings {
 }
 
 export type ConsulSettingsInput = { -readonly [K in keyof ConsulSettings]?: ConsulSettings[K] };
+
+/** Reads the connection fields of a `consul` config block (address, scheme, token, TLS files, datacenter); file paths go through `path`. */
+export function readConsulConnection(c: FieldReader, path: (p: string) => string): ConsulSettingsInput {
+  const opt = (key: string): Record<string, string> => (c.has(key) ? { [key]: c.string(key, '') } : {});
+  const file = (key: string): Record<string, string> => (c.has(key) ? { [key]: path(c.string(key, '')) } : {});
+  return {
+    ...opt('address'),
+    ...(c.has('scheme') ? { scheme: c.oneOf('scheme', ['http', 'https'] as const, 'http') } : {}),
+    ...opt('token'),
+    ...file('tokenFile'),
+    ...file('caFile'),
+    ...file('certFile'),
+    ...file('keyFile'),
+    ...opt('tlsServerName'),
+    ...opt('datacenter'),
+  };
+}
 
 const ENV_BOOL_TRUE = new Set(['1', 't', 'T', 'TRUE', 'true', 'True']);
 const ENV_BOOL_FALSE = new Set(['0', 'f', 'F', 'FALSE', 'false', 'False']);
@@ -114,6 +132,22 @@ function readPem(file: string | undefined, what: string): Buffer | undefined {
   }
 }
 
+/**
+ * A keep-alive HTTP(S) agent for Consul's API carrying the TLS material of `settings`.
+ * @throws MeshError MESH_ERR_CONFIG when a TLS file cannot be read
+ */
+export function consulHttpAgent(settings: ConsulSettings): HttpAgent | HttpsAgent {
+  return settings.scheme === 'https'
+    ? new HttpsAgent({
+        keepAlive: true,
+        ca: readPem(settings.caFile, 'CA file'),
+        cert: readPem(settings.certFile, 'client certificate'),
+        key: readPem(settings.keyFile, 'client key'),
+        ...(settings.tlsServerName ? { servername: settings.tlsServerName.replace(/:\d+$/, '') } : {}),
+      })
+    : new HttpAgent({ keepAlive: true });
+}
+
 /** How long a request to Consul may take unless it says otherwise (blocking queries set their own). */
 export const CONSUL_REQUEST_TIMEOUT_MS = 5000;
 
@@ -125,15 +159,7 @@ export const CONSUL_REQUEST_TIMEOUT_MS = 5000;
  */
 export function createConsulClient(settings: ConsulSettings, requestTimeoutMs = CONSUL_REQUEST_TIMEOUT_MS): Consul {
   const secure = settings.scheme === 'https';
-  const agent = secure
-    ? new HttpsAgent({
-        keepAlive: true,
-        ca: readPem(settings.caFile, 'CA file'),
-        cert: readPem(settings.certFile, 'client certificate'),
-        key: readPem(settings.keyFile, 'client key'),
-        ...(settings.tlsServerName ? { servername: settings.tlsServerName.replace(/:\d+$/, '') } : {}),
-      })
-    : new HttpAgent({ keepAlive: true });
+  const agent = consulHttpAgent(settings);
   const defaults = { timeout: requestTimeoutMs, ...(settings.token ? { token: settings.token } : {}), ...(settings.datacenter ? { dc: settings.datacenter } : {}) };
   // The published ConsulOptions type lacks baseUrl; the client (papi) honours it.
   return new Consul({ baseUrl: `${secure ? 'https' : 'http'}://${settings.address}/v1`, agent, defaults } as ConstructorParameters<typeof Consul>[0]);

@@ -2,7 +2,7 @@
 export { endpointKey, serviceKeyString, type DiscoverySource, type DiscoveryUpdate, type Endpoint, type ServiceKey } from './discovery';
 export { StaticFileSource, readEndpointsFile } from './static-file-source';
 export { CombinedSource } from './combined-source';
-export { consulSettingsFromEnv, createConsulClient, resolveConsulSettings, type ConsulSettings, type ConsulSettingsInput } from './consul-settings';
+export { consulHttpAgent, consulSettingsFromEnv, createConsulClient, readConsulConnection, resolveConsulSettings, type ConsulSettings, type ConsulSettingsInput } from './consul-settings';
 export { ConsulSource, endpointsFromHealth, MESH_INBOUND_PORT_META, MESH_NAMESPACE_META, type ConsulSourceOptions, type ConsulWatchStatus } from './consul-source';
 export { ConsulRegistration, checkIdOf, goDuration, probeTcp, type ConsulRegistrationOptions, type RegisteredService, type RegistrationCheck, type RegistrationStatus } from './consul-registration';
 export {

@@ -3,14 +3,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { formatJoinToken, hashTokenSecret, newTokenCredentials, type CertificateAuthority } from '../ca';
 import { parseDuration } from '../config';
-import { MeshError } from '../errors';
+import { isMeshError, MeshError } from '../errors';
 import { bearerToken, MESH_VERSION, parseJson, readBody, sendError, sendJson } from '../protocol';
 import type { PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
 import { adminTokenName, createAdminToken, listAdminTokens, revokeAdminToken } from './admin-tokens';
 import type { DashboardRoutes } from './dashboard-routes';
+import { NotLeaderError, type HaReplica } from './ha/ha-replica';
 import { MAX_APPLY_BODY_BYTES, parseApplyRequest, parseDeleteRequest, parsePolicyQuery, parseRollbackRequest } from './policy-requests';
-import type { PolicyService } from './policy-service';
+import type { PolicyChangeResult, PolicyService } from './policy-service';
 import type { TapHub } from './tap-hub';
 import { serveTap } from './tap-stream';
 
@@ -19,6 +20,8 @@ export interface AdminDeps {
   readonly store: Store;
   readonly ca: CertificateAuthority;
   readonly policy: PolicyService;
+  /** HA mode: writes go through the leader and Consul KV; followers redirect them. */
+  readonly ha?: HaReplica | undefined;
   readonly adminToken: string;
   readonly advertise: string;
   readonly listen: string;
@@ -38,7 +41,7 @@ const iso = (ms: number): string => new Date(ms).toISOString();
 /** Builds the request handler. Every route needs an admin token, the bootstrap one or a named one (`who`); the dashboard's read-only ones also take its session cookie. */
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const routes: Record<string, (req: IncomingMessage, query: URLSearchParams, who: string) => Promise<[number, unknown]> | [number, unknown]> = {
-    'GET /v1/status': () => [200, status(deps)],
+    'GET /v1/status': async () => [200, { ...(status(deps) as object), ...(deps.ha ? { ha: await deps.ha.status() } : {}) }],
     'GET /v1/ca': () => [200, caInfo(deps.ca)],
     'GET /v1/tokens': () => [
       200,
@@ -54,7 +57,10 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
         })),
       },
     ],
-    'POST /v1/tokens': async (req) => [201, createToken(deps, await readBody(req))],
+    'POST /v1/tokens': async (req) => {
+      deps.ha?.requireLeader();
+      return [201, await createToken(deps, await readBody(req))];
+    },
     'GET /v1/admin-tokens': () => [200, listAdminTokens(deps.store)],
     'POST /v1/admin-tokens': async (req, _query, who) => {
       const created = createAdminToken(deps.store, await readBody(req), who, deps.now());
@@ -80,33 +86,39 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
     },
     'POST /v1/policy/apply': async (req, _query, who) => {
       const r = parseApplyRequest(await readBody(req, MAX_APPLY_BODY_BYTES));
-      return [200, deps.policy.apply(r.files, who, r.dryRun)];
+      return [200, await write(() => deps.policy.apply(r.files, who, r.dryRun))];
     },
     'POST /v1/policy/delete': async (req, _query, who) => {
       const r = parseDeleteRequest(await readBody(req));
-      return [200, deps.policy.remove([r.key], who, r.dryRun)];
+      return [200, await write(() => deps.policy.remove([r.key], who, r.dryRun))];
     },
     'POST /v1/policy/rollback': async (req, _query, who) => {
       const r = parseRollbackRequest(await readBody(req));
-      return [200, deps.policy.rollback(r.to, who, r.dryRun)];
+      return [200, await write(() => deps.policy.rollback(r.to, who, r.dryRun))];
     },
   };
+  const write = (change: () => PolicyChangeResult): PolicyChangeResult | Promise<PolicyChangeResult> => (deps.ha ? deps.ha.write(change) : change());
   return (req, res) => {
     void (async () => {
       try {
         const url = new URL(req.url ?? '/', 'http://admin');
+        const authorize = (): string => adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
+        if (deps.dashboard?.handles(url.pathname)) return deps.dashboard.handle(req, res, url, () => void authorize());
+        const who = authorize();
         if (req.method === 'GET' && url.pathname === '/v1/tap' && deps.taps) {
           serveTap(deps.taps, req, res, url.searchParams);
           return;
         }
-        const authorize = (): string => adminTokenName(bearerToken(req), deps.adminToken, deps.store, deps.now());
-        if (deps.dashboard?.handles(url.pathname)) return deps.dashboard.handle(req, res, url, () => void authorize());
-        const who = authorize();
         const route = routes[`${req.method} ${url.pathname}`];
         if (!route) throw new MeshError('MESH_ERR_NOT_FOUND', `no admin route ${req.method} ${url.pathname} (see docs/api.md)`);
         const [code, body] = await route(req, url.searchParams, who);
         sendJson(res, code, body);
       } catch (err) {
+        if (err instanceof NotLeaderError && err.leaderAdmin && isMeshError(err, 'MESH_ERR_NOT_LEADER')) {
+          // A follower redirects a write to the leader; the CLI follows with the same token (docs/ha.md).
+          res.setHeader('location', `${err.leaderAdmin}${new URL(req.url ?? '/', 'http://admin').pathname}`);
+          return sendJson(res, 307, { error: err.toJSON(), leader: err.leaderAdmin });
+        }
         sendError(res, err);
       }
     })();
@@ -161,7 +173,7 @@ function caInfo(ca: CertificateAuthority): unknown {
   return { trustDomain: ca.trustDomain, fingerprint: ca.fingerprint, notAfter: ca.root.notAfter.toISOString(), pem: ca.root.pem };
 }
 
-function createToken(deps: AdminDeps, text: string): unknown {
+async function createToken(deps: AdminDeps, text: string): Promise<unknown> {
   const body = (text.trim() === '' ? {} : parseJson(text, 'token request')) as Record<string, unknown>;
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new MeshError('MESH_ERR_BAD_REQUEST', 'token request must be a JSON object');
   for (const k of Object.keys(body)) {
@@ -177,7 +189,9 @@ function createToken(deps: AdminDeps, text: string): unknown {
   const { id, secret } = newTokenCredentials();
   const now = deps.now();
   const expiresAt = now + ttlMs;
-  deps.store.tokens.insert({ id, secretHash: hashTokenSecret(secret), description, createdAt: now, expiresAt, maxUses: uses as number });
+  const row = { id, secretHash: hashTokenSecret(secret), description, createdAt: now, expiresAt, maxUses: uses as number };
+  if (deps.ha) await deps.ha.createToken(row);
+  else deps.store.tokens.insert(row);
   deps.log.info('join token created', { id, uses: uses as number, expiresAt: new Date(expiresAt).toISOString() });
   return { id, token: formatJoinToken({ server, caFingerprint: deps.ca.fingerprint, id, secret }), expiresAt: new Date(expiresAt).toISOString(), uses, server };
 }

@@ -24,6 +24,8 @@ export interface AgentChannelDeps {
   readonly dashboard: DashboardFeed;
   readonly now: () => number;
   readonly log: Logger;
+  /** Called after an agent's hello was recorded (HA mode shares it through Consul KV). */
+  readonly reported?: (agentId: string) => void;
 }
 
 interface Session extends PolicySubscriber, TapTarget {
@@ -122,6 +124,7 @@ export class AgentChannel {
           upstreams: refs(msg.upstreams),
         });
         this.deps.dashboard.hello(session.agentId, msg.version);
+        this.deps.reported?.(session.agentId);
         // Agents of protocol 1 know nothing of policy messages; they keep whatever they run.
         if (msg.protocol >= 2) {
           this.deps.store.agents.recordPolicy(session.agentId, msg.policy?.version ?? null, msg.policyOverride);

@@ -17,6 +17,7 @@ import { AgentChannel } from './agent-channel';
 import { DashboardFeed } from './dashboard-data';
 import { DashboardRoutes } from './dashboard-routes';
 import { enrollAgent } from './enrollment';
+import { HaReplica } from './ha/ha-replica';
 import { PolicyDistributor } from './policy-distributor';
 import { PolicyService } from './policy-service';
 import { PolicySigner } from './policy-signer';
@@ -29,6 +30,7 @@ export class MeshServer {
   private channel?: AgentChannel;
   private agentServer?: HttpsServer;
   private adminServer?: HttpServer;
+  private ha?: HaReplica;
   private readonly log: Logger;
   private readonly now: () => number;
   private markReady!: () => void;
@@ -46,14 +48,19 @@ export class MeshServer {
     const { config } = this;
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     const store = (this.store = Store.open(join(config.dataDir, 'mesh.db')));
-    const ca = (this.ca = this.openCa(store));
-    const adminToken = this.adminToken();
+    const ha = (this.ha = config.ha && new HaReplica({ config: config.ha, store, me: { name: config.ha.replicaName, admin: config.ha.adminAdvertise, agent: config.advertise }, log: this.log, now: this.now }));
+    const ca = (this.ca = ha ? await this.sharedCa(store, ha) : this.openCa(store));
+    const adminToken = ha ? await this.sharedAdminToken(ha) : this.adminToken();
     const identity = serverIdentity(store, ca, 'tls', this.now());
     const startedAt = this.now();
     const distributor = new PolicyDistributor({ store, signer: new PolicySigner(store, ca, this.now), now: this.now, log: this.log });
     const policy = new PolicyService({ store, connected: () => this.channel!.connected(), committed: () => distributor.publish(), now: this.now, log: this.log });
     const dashboard = new DashboardFeed(this.now);
-    this.channel = new AgentChannel({ store, ca, policy: distributor, dashboard, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log });
+    this.channel = new AgentChannel({
+      store, ca, policy: distributor, dashboard, workloadCertTtlMs: config.workloadCertTtlMs, nodeCertTtlMs: config.nodeCertTtlMs, now: this.now, log: this.log,
+      ...(ha ? { reported: (agentId: string) => ha.reportAgent(agentId) } : {}),
+    });
+    if (ha) await ha.start(policy);
 
     this.agentServer = createHttpsServer(
       { key: identity.keyPem, cert: identity.certPem, ca: [ca.root.pem], requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3' },
@@ -72,6 +79,7 @@ export class MeshServer {
         store,
         ca,
         policy,
+        ha,
         adminToken,
         advertise: config.advertise,
         listen: formatHostPort(config.listen),
@@ -86,6 +94,7 @@ export class MeshServer {
     );
     await listen(this.agentServer, config.listen, 'agent');
     await listen(this.adminServer, config.adminListen, 'admin');
+    if (ha) await ha.announce();
     signal?.addEventListener('abort', () => void this.close(), { once: true });
     this.log.info('server ready', {
       agents: formatHostPort(this.address('agent')),
@@ -115,6 +124,7 @@ export class MeshServer {
 
   /** Stops accepting, closes agent channels (agents keep serving and reconnect), closes the store. */
   async close(): Promise<void> {
+    await this.ha?.close();
     this.channel?.close();
     await Promise.all([closeServer(this.agentServer), closeServer(this.adminServer)]);
     this.store?.close();
@@ -155,6 +165,30 @@ export class MeshServer {
     return token;
   }
 
+  /** HA mode: the CA in Consul KV (the first replica stores this data dir's CA, or a new one); the local store follows it. */
+  private async sharedCa(store: Store, ha: HaReplica): Promise<CertificateAuthority> {
+    const row = await ha.sharedCa(this.config.trustDomain, () => {
+      const local = store.ca.active();
+      if (local) return local;
+      const ca = CertificateAuthority.create(this.config.trustDomain, { now: this.now });
+      return { ...ca.material, fingerprint: ca.fingerprint, createdAt: this.now() };
+    });
+    if (store.ca.active()?.fingerprint !== row.fingerprint) store.ca.insert(row);
+    return CertificateAuthority.load(row, { now: this.now });
+  }
+
+  /** HA mode: one admin token for every replica, sealed in Consul KV; written to this data dir's admin-token too. */
+  private async sharedAdminToken(ha: HaReplica): Promise<string> {
+    const file = join(this.config.dataDir, 'admin-token');
+    const local = existsSync(file) ? readFileSync(file, 'utf8').trim() : randomBytes(24).toString('base64url');
+    const token = await ha.sharedAdminToken(local);
+    if (!existsSync(file) || local !== token) {
+      writeFileSync(file, `${token}\n`, { mode: 0o600 });
+      chmodSync(file, 0o600);
+    }
+    return token;
+  }
+
   private handleAgentHttp(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
     void (async () => {
       try {
@@ -164,7 +198,8 @@ export class MeshServer {
         } else if (req.method === 'POST' && path === '/v1/enroll') {
           const body = parseEnrollRequest(await readBody(req));
           const address = (req.socket as TLSSocket).remoteAddress ?? '';
-          const answer = enrollAgent(body, address, { store: this.store!, ca: this.ca!, nodeCertTtlMs: this.config.nodeCertTtlMs, now: this.now });
+          const enroll = (): ReturnType<typeof enrollAgent> => enrollAgent(body, address, { store: this.store!, ca: this.ca!, nodeCertTtlMs: this.config.nodeCertTtlMs, now: this.now });
+          const answer = this.ha ? await this.ha.enroll(body, enroll) : enroll();
           this.log.info('agent enrolled', { agent: answer.agentId, node: body.nodeName, token: body.tokenId, address });
           sendJson(res, 200, answer);
         } else {

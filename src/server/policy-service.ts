@@ -17,7 +17,7 @@ import {
   type PolicyProblem,
 } from '../policy';
 import { comparePolicyDocuments, policyDigest, policyDocumentKey } from '../protocol';
-import type { PolicyChangeAction, PolicyKey, PolicyOperation, PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
+import type { NewPolicyVersion, PolicyChangeAction, PolicyKey, PolicyOperation, PolicyVersionRow, Store, StoredPolicyDocument } from '../store';
 import type { Logger } from '../telemetry';
 
 /** One file of an apply: a name for messages and its text (multi-document YAML, or JSON). */
@@ -81,8 +81,36 @@ export interface PolicyServiceDeps {
 
 export class PolicyService {
   private head: { version: number; entries: Map<string, HeadEntry> } | undefined;
+  /** Set while replicated() runs a change: the version is held here instead of being stored. */
+  private staged: { version: NewPolicyVersion | undefined } | undefined;
 
   constructor(private readonly deps: PolicyServiceDeps) {}
+
+  /**
+   * Runs a change (apply, remove or rollback) whose new version must first be written elsewhere (HA mode: Consul
+   * KV): `replicate` gets the version, and only when it resolves is the version stored here and published.
+   * Callers serialize these calls. @throws whatever the change or `replicate` throws; then nothing is stored
+   */
+  async replicated(change: () => PolicyChangeResult, replicate: (v: NewPolicyVersion) => Promise<void>): Promise<PolicyChangeResult> {
+    const staged: { version: NewPolicyVersion | undefined } = { version: undefined };
+    this.staged = staged;
+    let result: PolicyChangeResult;
+    try {
+      result = change();
+    } finally {
+      this.staged = undefined;
+    }
+    if (staged.version) {
+      await replicate(staged.version);
+      this.store(staged.version, result.changes.length);
+    }
+    return result;
+  }
+
+  /** Stores a version written by the leader replica (HA mode) and publishes it. @throws MeshError MESH_ERR_STORE */
+  storeReplicated(v: NewPolicyVersion): void {
+    this.store(v, v.upserts.length + v.removals.length);
+  }
 
   /**
    * Adds or replaces documents (matched by kind, namespace and name). Every file is validated, then the whole
@@ -189,22 +217,26 @@ export class PolicyService {
     };
     if (dryRun || changes.length === 0) return result;
     const sources = [...kept.map((e) => ({ ...e.stored })), ...plan.upserts.map((u) => ({ ...keyOf(u.document), source: u.source }))];
-    const row = this.deps.store.transaction(() =>
-      this.deps.store.policy.commit({
-        version: head.version + 1,
-        createdAt: this.deps.now(),
-        actor,
-        operation: plan.operation,
-        ...(plan.rollbackTo !== undefined ? { rollbackTo: plan.rollbackTo } : {}),
-        digest: policyDigest(sources),
-        upserts: plan.upserts.map((u) => ({ ...keyOf(u.document), source: u.source })),
-        removals: plan.removals,
-      }),
-    );
-    this.head = undefined;
-    this.deps.log.info('policy version stored', { version: row.version, actor, operation: row.operation, changes: changes.length, documents: row.documents });
-    this.deps.committed(row);
+    const version: NewPolicyVersion = {
+      version: head.version + 1,
+      createdAt: this.deps.now(),
+      actor,
+      operation: plan.operation,
+      ...(plan.rollbackTo !== undefined ? { rollbackTo: plan.rollbackTo } : {}),
+      digest: policyDigest(sources),
+      upserts: plan.upserts.map((u) => ({ ...keyOf(u.document), source: u.source })),
+      removals: plan.removals.map((k) => ({ kind: k.kind, namespace: k.namespace, name: k.name })),
+    };
+    if (this.staged) this.staged.version = version;
+    else this.store(version, changes.length);
     return { ...result, created: true };
+  }
+
+  private store(v: NewPolicyVersion, changes: number): void {
+    const row = this.deps.store.transaction(() => this.deps.store.policy.commit(v));
+    this.head = undefined;
+    this.deps.log.info('policy version stored', { version: row.version, actor: v.actor, operation: row.operation, changes, documents: row.documents });
+    this.deps.committed(row);
   }
 
   private reachedAgents(reaches: readonly DocumentReach[]): ReachedAgent[] {

@@ -66,6 +66,15 @@ export class AgentRepository {
     })();
   }
 
+  /** Adds an agent another replica enrolled (HA mode); an agent already known is left as it is. */
+  insertIfMissing(row: Pick<AgentRow, 'id' | 'nodeName' | 'address' | 'enrolledAt' | 'joinTokenId'>): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare('INSERT OR IGNORE INTO agents (id, node_name, address, enrolled_at, join_token_id) VALUES (?, ?, ?, ?, ?)')
+        .run(row.id, row.nodeName, row.address, row.enrolledAt, row.joinTokenId);
+    })();
+  }
+
   get(id: string): AgentRow | undefined {
     const r = this.db.prepare('SELECT * FROM agents WHERE id = ?').get(id) as RawRow | undefined;
     return r && toRow(r);

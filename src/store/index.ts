@@ -2,7 +2,7 @@
 export { Store } from './store';
 export { MIGRATIONS, type Migration } from './migrations';
 export type { CaRow } from './ca-repository';
-export type { TokenRow } from './token-repository';
+export { checkJoinToken, type TokenRow } from './token-repository';
 export type { AdminTokenRow } from './admin-token-repository';
 export type { AgentRow } from './agent-repository';
 export type { CertificateRow } from './certificate-repository';

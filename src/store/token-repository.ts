@@ -49,6 +49,18 @@ export class TokenRepository {
     })();
   }
 
+  /** Stores a token as another replica (HA mode) recorded it, uses included. */
+  upsert(row: TokenRow): void {
+    this.db.transaction(() => {
+      this.db
+        .prepare(
+          `INSERT INTO join_tokens (id, secret_hash, description, created_at, expires_at, max_uses, used, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT(id) DO UPDATE SET used = excluded.used, last_used_at = excluded.last_used_at`,
+        )
+        .run(row.id, row.secretHash, row.description, row.createdAt, row.expiresAt, row.maxUses, row.used, row.lastUsedAt);
+    })();
+  }
+
   get(id: string): TokenRow | undefined {
     const r = this.db.prepare('SELECT * FROM join_tokens WHERE id = ?').get(id) as RawRow | undefined;
     return r && toRow(r);
@@ -64,17 +76,25 @@ export class TokenRepository {
    */
   consume<T>(id: string, secret: string, now: number, then: (row: TokenRow) => T): T {
     return this.db.transaction(() => {
-      const row = this.get(id);
-      if (!row) throw new MeshError('MESH_ERR_TOKEN_UNKNOWN', `join token ${id} is unknown to this server (create one with "mesh-agent token create")`);
-      if (!tokenSecretMatches(secret, row.secretHash)) throw new MeshError('MESH_ERR_TOKEN_TAMPERED', `join token ${id} was tampered with: its secret does not match`);
-      if (row.expiresAt !== null && now >= row.expiresAt) {
-        throw new MeshError('MESH_ERR_TOKEN_EXPIRED', `join token ${id} expired at ${new Date(row.expiresAt).toISOString()}`);
-      }
-      if (row.used >= row.maxUses) {
-        throw new MeshError('MESH_ERR_TOKEN_USED', `join token ${id} was already used (${row.used} of ${row.maxUses} use${row.maxUses > 1 ? 's' : ''})`);
-      }
+      const row = checkJoinToken(this.get(id), id, secret, now);
       this.db.prepare('UPDATE join_tokens SET used = used + 1, last_used_at = ? WHERE id = ?').run(now, id);
       return then({ ...row, used: row.used + 1, lastUsedAt: now });
     }).immediate();
   }
+}
+
+/**
+ * Checks a presented token against its stored row (undefined: unknown) and returns the row.
+ * @throws MeshError MESH_ERR_TOKEN_UNKNOWN | _TAMPERED | _EXPIRED | _USED, each with its own message
+ */
+export function checkJoinToken(row: TokenRow | undefined, id: string, secret: string, now: number): TokenRow {
+  if (!row) throw new MeshError('MESH_ERR_TOKEN_UNKNOWN', `join token ${id} is unknown to this server (create one with "mesh-agent token create")`);
+  if (!tokenSecretMatches(secret, row.secretHash)) throw new MeshError('MESH_ERR_TOKEN_TAMPERED', `join token ${id} was tampered with: its secret does not match`);
+  if (row.expiresAt !== null && now >= row.expiresAt) {
+    throw new MeshError('MESH_ERR_TOKEN_EXPIRED', `join token ${id} expired at ${new Date(row.expiresAt).toISOString()}`);
+  }
+  if (row.used >= row.maxUses) {
+    throw new MeshError('MESH_ERR_TOKEN_USED', `join token ${id} was already used (${row.used} of ${row.maxUses} use${row.maxUses > 1 ? 's' : ''})`);
+  }
+  return row;
 }

@@ -5,7 +5,8 @@
 // ../shared/reference/consul-nomad.md): one raft-like global modify index, `/v1/health/service/:name` with
 // `passing`, `tag`, `stale` and blocking queries (`index` + `wait`), the agent service/check endpoints for
 // the stand-in's own node, and `/v1/catalog/register|deregister` for "other nodes". Known simplifications:
-// - one datacenter, no ACLs (every token is accepted), no KV/sessions/Connect;
+// - one datacenter, no ACLs (every token is accepted), no Connect; KV, sessions and KV transactions live in
+//   ./standin-kv.ts with their own stated simplifications (and the minSessionTtlMs test knob);
 // - HTTP and TCP checks are probed at their Interval only when `probeChecks` is on (default off: they stay
 //   in their initial status and tests move them with `setCheckStatus`);
 // - re-registering a service keeps the status of a check that already existed (⚠ assumed, not verified);
@@ -17,6 +18,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as netConnect, type Socket } from 'node:net';
 import { randomUUID } from 'node:crypto';
+import { StandinHttpError, StandinKv, type StandinAnswer } from './standin-kv';
 
 type Status = 'passing' | 'warning' | 'critical';
 type Obj = Record<string, unknown>;
@@ -42,6 +44,8 @@ export interface ConsulStandinOptions {
   probeChecks?: boolean;
   /** Add Consul's random extra of up to wait/16 to blocking queries. @default true */
   waitJitter?: boolean;
+  /** TEST KNOB (not Consul): the least session TTL accepted, below Consul's 10 s minimum. @default 10000 */
+  minSessionTtlMs?: number;
 }
 
 /** Parses a Go duration ("10s", "1m30s", "1500ms"); NaN when it is not one. */
@@ -69,9 +73,9 @@ function field(o: unknown, name: string): unknown {
 const str = (o: unknown, name: string, dflt = ''): string => (typeof field(o, name) === 'string' ? (field(o, name) as string) : dflt);
 const strMap = (v: unknown): Record<string, string> => (v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)])) : {});
 
-class HttpError extends Error {
-  constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}) {
-    super(message);
+class HttpError extends StandinHttpError {
+  constructor(status: number, message: string, readonly headers: Record<string, string> = {}) {
+    super(status, message);
   }
 }
 
@@ -94,10 +98,19 @@ export class ConsulStandin {
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
   private boundPort = 0;
+  /** KV, sessions and transactions (TEST HOOK: kv.expireSession(id)). */
+  readonly kv: StandinKv;
 
   constructor(private readonly opts: ConsulStandinOptions = {}) {
     this.nodeName = opts.nodeName ?? 'standin-node';
     this.upsertNode(this.nodeName, opts.nodeAddress ?? '127.0.0.1', opts.nodeMeta ?? {});
+    this.kv = new StandinKv({
+      nextIndex: () => this.bump([]),
+      currentIndex: () => this.index,
+      nodeName: this.nodeName,
+      parseDuration: parseGoDuration,
+      ...(opts.minSessionTtlMs !== undefined ? { minSessionTtlMs: opts.minSessionTtlMs } : {}),
+    });
   }
 
   /** Listens on `port` (0 picks one; a restart reuses the first port). Returns the port. */
@@ -122,6 +135,7 @@ export class ConsulStandin {
     this.server = undefined;
     if (!server) return;
     for (const p of this.parked) p.wake();
+    this.kv.wakeAll();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((r) => server.close(() => r()));
   }
@@ -130,6 +144,7 @@ export class ConsulStandin {
   async close(): Promise<void> {
     await this.stop();
     for (const c of this.checks.values()) clearTimeout(c.timer);
+    this.kv.close();
   }
 
   get port(): number {
@@ -350,7 +365,11 @@ export class ConsulStandin {
     try {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
-      const raw = Buffer.concat(chunks).toString();
+      const bytes = Buffer.concat(chunks);
+      if (url.pathname.startsWith('/v1/kv/') || url.pathname.startsWith('/v1/session/') || url.pathname === '/v1/txn') {
+        return this.answer(res, await this.routeKv(req.method ?? 'GET', url, bytes), url.searchParams);
+      }
+      const raw = bytes.toString();
       let body: unknown = undefined;
       if (raw) {
         try {
@@ -361,9 +380,9 @@ export class ConsulStandin {
       }
       await this.route(req.method ?? 'GET', url, body, res);
     } catch (err) {
-      const e = err instanceof HttpError ? err : new HttpError(500, (err as Error).message);
+      const e = err instanceof StandinHttpError ? err : new HttpError(500, (err as Error).message);
       if (res.headersSent) return void res.destroy();
-      res.writeHead(e.status, { 'content-type': 'text/plain; charset=utf-8', 'x-consul-default-acl-policy': 'allow', ...e.headers });
+      res.writeHead(e.status, { 'content-type': 'text/plain; charset=utf-8', 'x-consul-default-acl-policy': 'allow', ...(e instanceof HttpError ? e.headers : {}) });
       res.end(e.message);
     }
   }
@@ -451,6 +470,60 @@ export class ConsulStandin {
       return this.json(res, true);
     }
     throw new HttpError(404, `404 page not found`);
+  }
+
+  /** The /v1/kv, /v1/session and /v1/txn routes. */
+  private async routeKv(method: string, url: URL, bytes: Buffer): Promise<StandinAnswer> {
+    const p = url.pathname;
+    const q = url.searchParams;
+    const json = (): unknown => {
+      if (bytes.length === 0) return undefined;
+      try {
+        return JSON.parse(bytes.toString());
+      } catch (err) {
+        throw new HttpError(400, `Request decode failed: ${(err as Error).message}`);
+      }
+    };
+    const want = (...ms: string[]): void => {
+      if (!ms.includes(method)) throw new HttpError(405, `method ${method} not allowed`, { allow: ms.join(',') });
+    };
+    if (p.startsWith('/v1/kv/')) {
+      const key = decodeURIComponent(p.slice('/v1/kv/'.length));
+      want('GET', 'PUT', 'DELETE');
+      if (method === 'PUT') return this.kv.put(key, q, bytes);
+      if (method === 'DELETE') return this.kv.delete(key, q);
+      let waitMs = q.has('wait') ? parseGoDuration(q.get('wait')!) : 300_000;
+      if (Number.isNaN(waitMs)) throw new HttpError(400, `Invalid wait time: ${q.get('wait')}`);
+      waitMs = Math.min(waitMs, 600_000);
+      if (this.opts.waitJitter !== false) waitMs += Math.random() * (waitMs / 16);
+      return this.kv.get(key, q, waitMs, () => this.server !== undefined);
+    }
+    if (p === '/v1/txn') {
+      want('PUT');
+      return this.kv.txn(json());
+    }
+    const id = (prefix: string): string => decodeURIComponent(p.slice(prefix.length));
+    if (p === '/v1/session/create') return want('PUT'), this.kv.create(json());
+    if (p.startsWith('/v1/session/renew/')) return want('PUT'), this.kv.renew(id('/v1/session/renew/'));
+    if (p.startsWith('/v1/session/destroy/') || p === '/v1/session/destroy') return want('PUT'), this.kv.destroy(id('/v1/session/destroy/'));
+    if (p.startsWith('/v1/session/info/')) return want('GET'), this.kv.info(id('/v1/session/info/'));
+    if (p === '/v1/session/list') return want('GET'), this.kv.list();
+    throw new HttpError(404, '404 page not found');
+  }
+
+  private answer(res: ServerResponse, a: StandinAnswer, q: URLSearchParams): void {
+    if (a.status === -1) return void res.destroy(); // stopped while parked
+    const headers: Record<string, string | number> = { 'x-consul-default-acl-policy': 'allow' };
+    if (a.index !== undefined) {
+      Object.assign(headers, { 'x-consul-index': String(this.zeroIndex ? 0 : a.index), 'x-consul-knownleader': 'true', 'x-consul-lastcontact': '0', 'x-consul-effective-consistency': q.has('stale') ? 'stale' : 'leader' });
+    }
+    if (a.raw) {
+      res.writeHead(a.status, { ...headers, 'content-type': 'text/plain', 'x-content-type-options': 'nosniff', 'content-security-policy': 'sandbox', 'content-length': a.raw.length });
+      return void res.end(a.raw);
+    }
+    const text = a.json === undefined ? '' : JSON.stringify(a.json);
+    res.writeHead(a.status, { ...headers, ...(text ? { 'content-type': 'application/json' } : {}), 'content-length': Buffer.byteLength(text) });
+    res.end(text);
   }
 
   private async healthService(service: string, q: URLSearchParams, res: ServerResponse): Promise<void> {

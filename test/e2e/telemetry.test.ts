@@ -190,6 +190,10 @@ describe('data-plane telemetry', () => {
   });
 
   it('taps live requests through the server from the agents that carry them, and stops when the tap ends', async () => {
+    // Request summaries are admin data: no token, no tap.
+    const anonymous = await request(`http://${server.adminAddr}/v1/tap?to=api`);
+    assert.equal(anonymous.statusCode, 401, 'GET /v1/tap without the admin token');
+    await anonymous.body.text();
     const tap = mesh.track(meshAgent('tap', ['tap', '--to', 'api', '--path', '/tapped', '--count', '1', '-o', 'json', '--admin', server.adminAddr, '--data-dir', server.dataDir]));
     await tap.waitFor(/tapping 2 agent\(s\) \(2 started\)/);
     assert.equal((await request(`http://127.0.0.1:${ports.api}/untapped`)).statusCode, 200, 'a request the filter does not select');
