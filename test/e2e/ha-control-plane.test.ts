@@ -50,7 +50,18 @@ describe('HA control plane on Consul KV (stand-in)', () => {
     cleanup();
   });
 
+  /** Starts a replica on fresh ports; a port another process took between freePort() and the bind is tried again. */
   async function startReplica(name: string, opts: { prefix?: string; consulAddr?: string; ttl?: string; dataDir?: string } = {}): Promise<Replica> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startReplicaOnce(name, opts);
+      } catch (err) {
+        if (attempt >= 3 || !String(err).includes('EADDRINUSE')) throw err;
+      }
+    }
+  }
+
+  async function startReplicaOnce(name: string, opts: { prefix?: string; consulAddr?: string; ttl?: string; dataDir?: string }): Promise<Replica> {
     const adminPort = await freePort();
     const agent = `127.0.0.1:${await freePort()}`;
     const dataDir = opts.dataDir ?? join(root, name);
