@@ -268,6 +268,20 @@ export class InboundListener {
     const peer = cert?.id;
     const where = `${socket.remoteAddress}:${socket.remotePort}`;
     socket.on('error', (err) => this.log.debug('inbound socket error', { peer: where, error: err.message }));
+    // A resumed TLS session skips the certificate checks: one resumed after the certificate expired is refused here,
+    // whatever the connection is for (traffic or gossip).
+    if (cert && !currentAt(cert, Date.now())) {
+      this.stats.refusedIdentity++;
+      this.log.warn('inbound connection refused: peer certificate is not valid now (a resumed TLS session)', {
+        code: 'MESH_ERR_PEER_IDENTITY',
+        peer: where,
+        identity: peer?.toString() ?? 'none',
+        notAfter: new Date(cert.notAfter).toISOString(),
+        service: sni,
+      });
+      socket.destroy();
+      return;
+    }
     if (socket.alpnProtocol === GOSSIP_ALPN) {
       if (route && this.gossip) this.gossip(socket, peer);
       else socket.destroy();
@@ -280,19 +294,6 @@ export class InboundListener {
     if (!peer || peer.trustDomain !== this.credentials.trustDomain || !peer.workloadParts) {
       this.stats.refusedIdentity++;
       this.log.warn('inbound connection refused: peer identity is not a workload of this trust domain', { peer: where, identity: peer?.toString() ?? 'none', service: route.sni });
-      socket.destroy();
-      return;
-    }
-    // A resumed TLS session skips the certificate checks: one resumed after the certificate expired is refused here.
-    if (!currentAt(cert, Date.now())) {
-      this.stats.refusedIdentity++;
-      this.log.warn('inbound connection refused: peer certificate is not valid now (a resumed TLS session)', {
-        code: 'MESH_ERR_PEER_IDENTITY',
-        peer: where,
-        identity: peer.toString(),
-        notAfter: new Date(cert.notAfter).toISOString(),
-        service: route.sni,
-      });
       socket.destroy();
       return;
     }

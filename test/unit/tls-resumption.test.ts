@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect, createSecureContext, createServer as createTlsServer, type SecureContext, type TLSSocket } from 'node:tls';
 import { CertificateAuthority, generatePrivateKey, privateKeyToPem, SpiffeId } from '../../src/ca';
 import { compilePolicy, parsePolicyText, workloadOf } from '../../src/policy';
+import { GOSSIP_ALPN } from '../../src/protocol';
 import { InboundListener } from '../../src/proxy/inbound-listener';
 import { MtlsConnector } from '../../src/proxy/mtls-connector';
 import { createLogger } from '../../src/telemetry';
@@ -22,9 +23,13 @@ const context = (name: string, lifetimeMs: number): { ctx: SecureContext; notAft
 const until = (t: number): Promise<void> => new Promise((r) => setTimeout(r, Math.max(0, t - Date.now())));
 
 /** One client connection: whether TLS resumed, what came back for "ping", and the session to resume with. */
-function exchange(port: number, ctx: SecureContext, session?: Buffer): Promise<{ reused: boolean; reply: string; session?: Buffer }> {
+function exchange(port: number, ctx: SecureContext, session?: Buffer, alpn?: string): Promise<{ reused: boolean; reply: string; session?: Buffer }> {
   return new Promise((resolve) => {
-    const s: TLSSocket = tlsConnect({ host: '127.0.0.1', port, servername: `api.default.${TD}`, secureContext: ctx, minVersion: 'TLSv1.3', ...(session ? { session } : {}), checkServerIdentity: () => undefined });
+    const s: TLSSocket = tlsConnect({
+      host: '127.0.0.1', port, servername: `api.default.${TD}`, secureContext: ctx, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined,
+      ...(session ? { session } : {}),
+      ...(alpn ? { ALPNProtocols: [alpn] } : {}),
+    });
     let reply = '';
     let next: Buffer | undefined;
     let reused = false;
@@ -49,7 +54,11 @@ describe('TLS session resumption after the peer certificate expired', () => {
     s.pipe(s);
   });
   const server = context('api', 3_600_000);
-  const listener = new InboundListener({ contextFor: () => server.ctx, trustDomain: TD }, createLogger({ format: 'json', write: () => {} }), () => compilePolicy(parsePolicyText('', 'empty.yaml')));
+  // Gossip connections (ALPN mesh-gossip/1) are answered "gossip" here, to tell them from traffic.
+  const listener = new InboundListener({ contextFor: () => server.ctx, trustDomain: TD }, createLogger({ format: 'json', write: () => {} }), () => compilePolicy(parsePolicyText('', 'empty.yaml')), undefined, undefined, (socket) => {
+    socket.on('error', () => {});
+    socket.end('gossip');
+  });
   let port = 0;
 
   before(async () => {
@@ -77,6 +86,15 @@ describe('TLS session resumption after the peer certificate expired', () => {
     assert.equal(late.reused, true, 'the TLS layer itself resumed the session');
     assert.equal(late.reply, '', 'but the listener closed the connection before any byte reached the app');
     assert.equal(listener.stats.refusedIdentity, refusedBefore + 1);
+  });
+
+  test('a gossip connection resumed with an expired certificate is refused too', async () => {
+    const client = context('web', 2000);
+    const first = await exchange(port, client.ctx, undefined, GOSSIP_ALPN);
+    assert.deepEqual([first.reused, first.reply], [false, 'gossip']);
+    await until(client.notAfter + 1100);
+    const late = await exchange(port, client.ctx, first.session, GOSSIP_ALPN);
+    assert.deepEqual([late.reused, late.reply], [true, ''], 'resumed by TLS, closed by the listener before the gossip handler');
   });
 
   test('the upstream connector does not resume a session past the server certificate it verified', async () => {
