@@ -5,13 +5,14 @@
 // with `edge()` and keep it; recording is then a map lookup by status code and a bucket count.
 
 import type { ServiceRef } from '../protocol';
+import { DURATION_BUCKETS_MS } from './istio-metrics';
 
 /**
  * Upper bounds (milliseconds) of the latency buckets every agent uses; one more bucket counts what is above the last.
  * Fixed, so the server can add histograms from many agents bucket by bucket. They are Istio's default buckets of
- * istio_request_duration_milliseconds, so the dashboard's percentiles agree with histogram_quantile over those.
+ * istio_request_duration_milliseconds (the same array), so the dashboard's percentiles agree with histogram_quantile over those.
  */
-export const LATENCY_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
+export const LATENCY_BUCKETS_MS: readonly number[] = DURATION_BUCKETS_MS;
 
 /** At most this many (source, destination, code) series between two takes; records of further series are counted as dropped. */
 export const MAX_REQUEST_SERIES = 500;
