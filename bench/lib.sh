@@ -4,7 +4,7 @@
 # The caller sets root, the ports P_SERVER P_SERVER_ADMIN P_UPSTREAM P_WEB P_OUT_INBOUND P_OUT_ADMIN P_IN_INBOUND
 # P_IN_ADMIN P_APP, and may set MESH_EXTRA_UPSTREAMS (YAML items for out's upstream list), MESH_EXTRA_SERVICES
 # (items for in's service list) and MESH_EXTRA_ENDPOINTS (entries for the endpoints file) before mesh_start.
-# Env: MESH_CLI (another build), NODE_FLAGS (for both agents), UPSTREAM_PROTOCOL (api upstream, default http), KEEP.
+# Env: MESH_CLI (another build), NODE_FLAGS (for both agents), UPSTREAM_PROTOCOL (api upstream, default http), REQUEST_TELEMETRY, MULTIPLEX (agent config, default true), KEEP.
 
 # MESH_CLI: measure another build (e.g. a snapshot of a commit built elsewhere) instead of this tree's dist/.
 cli=${MESH_CLI:-$root/dist/src/cli/main.js}
@@ -81,6 +81,7 @@ EOF
 nodeName: out
 stateDir: ./out-state
 requestTelemetry: ${REQUEST_TELEMETRY:-true}
+multiplex: ${MULTIPLEX:-true}
 inbound: { listen: "127.0.0.1:$P_OUT_INBOUND" }
 admin: { listen: "127.0.0.1:$P_OUT_ADMIN" }
 endpointsFile: ./endpoints.yaml
@@ -99,6 +100,7 @@ EOF
 nodeName: in
 stateDir: ./in-state
 requestTelemetry: ${REQUEST_TELEMETRY:-true}
+multiplex: ${MULTIPLEX:-true}
 inbound: { listen: "127.0.0.1:$P_IN_INBOUND" }
 admin: { listen: "127.0.0.1:$P_IN_ADMIN" }
 services:

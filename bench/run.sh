@@ -3,7 +3,7 @@
 # Path: wrk -> agent "out" upstream port (plain) -> mTLS -> agent "in" inbound port -> app :18080 (1 KiB body).
 # Starts a mesh-agent server and two agents (pinned to CPU 1 like the peers; see bench/lib.sh), runs the peers'
 # script with EXTRA="mesh-agent:18010", then stops everything it started. Assumes `npm run build` has been done.
-# Usage: bash bench/run.sh [seconds] [connections]     (UPSTREAM_PROTOCOL=tcp measures the byte path; REQUEST_TELEMETRY=false takes metrics off; KEEP=1 keeps the temp dir with logs and configs;
+# Usage: bash bench/run.sh [seconds] [connections]     (UPSTREAM_PROTOCOL=tcp measures the byte path; REQUEST_TELEMETRY=false takes metrics off; MULTIPLEX=false: one agent-to-agent connection per request; KEEP=1 keeps the temp dir with logs and configs;
 #        MESH_CLI=/path/to/dist/src/cli/main.js measures that build)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -24,6 +24,7 @@ export const ERROR_CATALOGUE = {
   MESH_ERR_STATE_DIR: { retryable: false, text: 'The agent state dir could not be read or written, or holds damaged files.' },
   MESH_ERR_ENDPOINTS_FILE: { retryable: true, text: 'The static endpoints file is missing or invalid; the last good endpoints are kept.' },
   MESH_ERR_UPSTREAM_CONNECT: { retryable: true, text: 'Connecting to an upstream endpoint failed (refused, timed out, TLS handshake failed).' },
+  MESH_ERR_MUX_PROTOCOL: { retryable: true, text: 'A peer agent broke the mesh-mux/1 framing (docs/mux.md); the multiplexed connection is closed and its requests fail or are retried.' },
   MESH_ERR_HTTP_MALFORMED: { retryable: false, text: 'Bytes on a proxy port are not valid HTTP/1.1; the connection is answered with 400/431 and closed.' },
   MESH_ERR_LISTEN: { retryable: false, text: 'A port could not be bound (in use, no permission).' },
   MESH_ERR_INTERNAL: { retryable: true, text: 'An unexpected failure inside mesh-agent; the message and the log say what. Please report it.' },

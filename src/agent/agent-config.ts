@@ -94,6 +94,8 @@ export interface AgentConfig {
   readonly gossip: GossipConfig;
   /** Per-request telemetry of the data plane (Istio metrics, access log, traces, taps); false takes it off the request path entirely. Read at start. @default true */
   readonly requestTelemetry: boolean;
+  /** HTTP/1.1 to other agents multiplexed on one mTLS connection per endpoint (mesh-mux/1, docs/mux.md); false: one connection per request in flight. Read at start. @default true */
+  readonly multiplex: boolean;
   /** JSON access logs of requests and TCP connections. @default mode off */
   readonly accessLog: AccessLogSettings;
   /** Spans exported as OTLP/HTTP JSON, when present. */
@@ -171,13 +173,14 @@ export function loadAgentConfig(opts: { file?: string; flags?: Record<string, un
   const gossip = { enabled: gossipR.boolean('enabled', true), intervalMs: gossipR.duration('interval', 30_000, { min: 100 }), fanout: gossipR.integer('fanout', 3, { min: 1, max: 100 }) };
   gossipR.done();
   const requestTelemetry = r.boolean('requestTelemetry', true);
+  const multiplex = r.boolean('multiplex', true);
   const accessLog = readAccessLog(r.object('accessLog'), baseDir);
   const tracing = r.has('tracing') ? readTracing(r.object('tracing')) : undefined;
   const limits = readLimits(r.object('limits'));
   r.done();
   checkConflicts(services, inbound, admin, r);
   problems.throwIfAny(`agent configuration${opts.file ? ` in ${opts.file}` : ''}`);
-  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip, requestTelemetry, accessLog, tracing, limits });
+  return deepFreeze({ nodeName, stateDir, server, address, inbound, admin, endpointsFile, policyFile, consul, services, capture, gossip, requestTelemetry, multiplex, accessLog, tracing, limits });
 }
 
 function readLimits(l: FieldReader): ProxyLimits {

@@ -4,7 +4,7 @@ import { deepFreeze, formatHostPort } from '../config';
 import type { AgentConfig } from './agent-config';
 
 /** Fields a running agent cannot take without a restart: they name the node, its state, bound ports, the capture rules' settings, set timers and request-path hooks, or size the listeners' limits. */
-export const RESTART_ONLY_FIELDS = ['nodeName', 'stateDir', 'server', 'inbound', 'admin', 'capture', 'gossip', 'requestTelemetry', 'limits'] as const;
+export const RESTART_ONLY_FIELDS = ['nodeName', 'stateDir', 'server', 'inbound', 'admin', 'capture', 'gossip', 'requestTelemetry', 'multiplex', 'limits'] as const;
 
 /** The parts of a reload that need more than the service set to be applied again. */
 export interface ReloadPlan {

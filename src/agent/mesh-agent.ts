@@ -4,7 +4,7 @@ import { formatHostPort, type HostPort } from '../config';
 import { parseJoinToken, SpiffeId, splitPemBundle } from '../ca';
 import { describeError, isMeshError, MeshError } from '../errors';
 import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type ServiceRef, type TapFilterMessage, type WorkloadRef } from '../protocol';
-import { Cluster, InboundListener, MtlsConnector, OutboundListener, type InboundRoute } from '../proxy';
+import { Cluster, InboundListener, MtlsConnector, MuxDialer, OutboundListener, type InboundRoute } from '../proxy';
 import { CombinedSource, readEndpointsFile, serviceKeyString, StaticFileSource, type ConsulLocalService, type DiscoverySource, type DiscoveryUpdate } from '../registry';
 import { compilePolicy, readPolicyFile, workloadOf, type CompiledPolicy } from '../policy';
 import { MeshTelemetry, RequestAggregator, silentLogger, type Logger } from '../telemetry';
@@ -47,6 +47,8 @@ export class MeshAgent {
   /** With capture.enabled: the nat rules and the DNS responder. */
   private capture?: CaptureController;
   private readonly connector = new MtlsConnector();
+  /** HTTP/1.1 to other agents multiplexed (config `multiplex`). */
+  private mux: MuxDialer | undefined;
   private readonly clusters = new Map<string, Cluster>();
   private policy: CompiledPolicy = compilePolicy([]);
   /** Versions pushed by the server; in force unless a local policy file overrides them. */
@@ -185,7 +187,8 @@ export class MeshAgent {
     const requests = config.requestTelemetry ? this.telemetry : undefined;
     this.inbound = new InboundListener(this.certs, this.log, () => this.policy, config.limits, requests, gossip && ((socket, peer) => gossip.serve(socket, peer)));
     this.bound.inbound = await this.inbound.listen(config.inbound);
-    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.config.limits, requests), this.log);
+    const mux = (this.mux = config.multiplex ? new MuxDialer(this.connector, this.log) : undefined);
+    this.upstreams = new UpstreamListeners((route) => new OutboundListener(route, { cluster: (svc, subset) => this.cluster(svc, subset) }, () => this.policy, this.connector, this.certs, this.log, this.config.limits, requests, mux), this.log);
     this.admin = new AdminServer(
       {
         token: this.state.adminToken(),
@@ -394,6 +397,7 @@ export class MeshAgent {
     this.certs?.close();
     this.fileSource?.close();
     await Promise.all([this.inbound?.close(), this.upstreams?.close(), this.admin?.close()]);
+    this.mux?.close();
     await this.telemetry.close();
     this.state?.unlock();
   }

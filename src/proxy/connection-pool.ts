@@ -1,9 +1,9 @@
 // Keeps upstream connections open between requests and hands them out again, one request at a time each.
 
-import type { Socket } from 'node:net';
 import { MeshError } from '../errors';
 import { endpointKey, type Endpoint } from '../registry';
 import type { OverflowKind, ResourceLimit } from './circuit-breaker';
+import type { ByteStream } from './byte-stream';
 import { DirectReads } from './direct-reads';
 
 /** Whoever is using a pooled connection right now receives its bytes and its close. */
@@ -22,7 +22,7 @@ export class UpstreamConnection {
   idleSince = 0;
 
   constructor(
-    readonly socket: Socket,
+    readonly socket: ByteStream,
     readonly key: string,
     /** What the connection was opened with (a TLS context); a pool drops idle ones opened with an older one. */
     readonly generation: unknown,
@@ -48,10 +48,11 @@ export class UpstreamConnection {
 }
 
 /**
- * Opens a connection to an endpoint (mTLS to a remote agent, or plain TCP to a local app) within `timeoutMs`.
- * A dialer should pass `reads.onread` as the connect option `onread` (the pool's hot path reads that way).
+ * Opens a connection to an endpoint (mTLS to a remote agent, a stream multiplexed on one, or plain TCP to a local
+ * app) within `timeoutMs`. A dialer of sockets should pass `reads.onread` as the connect option `onread` (the pool's
+ * hot path reads that way).
  */
-export type Dialer = (endpoint: Endpoint, timeoutMs: number, reads: DirectReads) => Promise<Socket>;
+export type Dialer = (endpoint: Endpoint, timeoutMs: number, reads: DirectReads) => Promise<ByteStream>;
 
 export interface ConnectionPoolOptions {
   /** Idle connections kept per endpoint. @default 64 */
@@ -157,7 +158,7 @@ export class ConnectionPool {
     while (list && list.length > 0) {
       const c = list.pop()!;
       if (c.closed) continue;
-      if (c.generation !== gen) {
+      if (c.generation !== gen || c.socket.reusable === false) {
         c.socket.destroy();
         continue;
       }

@@ -18,6 +18,7 @@ import { describeError, MeshError } from '../errors';
 import { GOSSIP_ALPN } from '../protocol';
 import { acceptsMtls, acceptsPlaintext, formatServiceRef, normalizeHost, principalOf, type AuthzHttp, type CompiledPolicy } from '../policy';
 import type { Logger, MeshTelemetry } from '../telemetry';
+import type { ByteStream } from './byte-stream';
 import { inboundHop, observeTcp, type ExchangeReporter } from './exchange-report';
 import { ConnectionPool } from './connection-pool';
 import { drainAndClose, trackConnections } from './drain';
@@ -28,6 +29,8 @@ import type { Decision } from './route-decision';
 import { H2Inbound, type H2Caller } from './http2/h2-inbound';
 import { http1Attributes, InboundAuthorizer, refusalFlag, type AdmissionStats, type ConnectionFacts, type OpenConnection } from './inbound-authorizer';
 import { currentAt, peerCertificate } from './peer-identity';
+import { MUX_ALPN } from './mux/mux-frames';
+import { MuxSession } from './mux/mux-session';
 import { pipeBoth } from './pipe';
 import type { CredentialStore, InboundRoute, Protocol } from './proxy-config';
 import { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';
@@ -48,6 +51,9 @@ export interface InboundStats extends AdmissionStats {
   h2Streams: number;
   /** Connections closed at once because the port had limits.maxConnections open. */
   overLimit: number;
+  /** Multiplexed connections (mesh-mux/1, from other agents) accepted, and the streams they carried. */
+  muxSessions: number;
+  muxStreams: number;
 }
 
 /**
@@ -77,6 +83,8 @@ export class InboundListener {
     h2Sessions: 0,
     h2Streams: 0,
     overLimit: 0,
+    muxSessions: 0,
+    muxStreams: 0,
     authzDenied: 0,
     refusedMtlsMode: 0,
     closedOnPolicyChange: 0,
@@ -104,8 +112,10 @@ export class InboundListener {
       rejectUnauthorized: true,
       minVersion: 'TLSv1.3',
       // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
-      // Agents gossiping policy versions ask for GOSSIP_ALPN alone.
-      ALPNProtocols: ['h2', 'http/1.1', GOSSIP_ALPN],
+      // Agents gossiping policy versions ask for GOSSIP_ALPN alone; agents calling an HTTP/1.1 service offer MUX_ALPN
+      // (many connections' requests multiplexed on one, docs/mux.md) and http/1.1. The server's order decides: MUX_ALPN
+      // before http/1.1.
+      ALPNProtocols: ['h2', MUX_ALPN, 'http/1.1', GOSSIP_ALPN],
       SNICallback: (name, cb) => {
         const found = this.contextForSni(name);
         if (typeof found === 'string') cb(new Error(found));
@@ -310,6 +320,10 @@ export class InboundListener {
       this.h2.serve(socket, route, this.h2Caller(route, facts, peer.toString(), xfcc, peer));
       return;
     }
+    if (socket.alpnProtocol === MUX_ALPN) {
+      this.serveMux(socket, route, facts, peer, xfcc, cert?.notAfter);
+      return;
+    }
     if (route.protocol === 'http') {
       this.serveHttp(socket, route, facts, peer, xfcc);
       return;
@@ -352,10 +366,41 @@ export class InboundListener {
   }
 
   /**
+   * mesh-mux/1 from another agent: each stream is one HTTP/1.1 connection of the caller's, served as if it had come on
+   * a TLS connection of its own (same identity, same admission, each stream closed alone by a policy change).
+   */
+  private serveMux(socket: TLSSocket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string, notAfter: number | undefined): void {
+    if (route.protocol !== 'http') {
+      this.log.warn('multiplexed connection refused: the service is not HTTP/1.1', { code: 'MESH_ERR_MUX_PROTOCOL', peer: peer.toString(), service: route.sni, protocol: route.protocol });
+      socket.destroy();
+      return;
+    }
+    this.stats.muxSessions++;
+    const session = new MuxSession(socket, {
+      onStream: (stream) => {
+        this.stats.muxStreams++;
+        this.serveHttp(stream, route, facts, peer, xfcc);
+      },
+      onProtocolError: (message) => this.log.warn('multiplexed connection closed: the calling agent broke the protocol', { code: 'MESH_ERR_MUX_PROTOCOL', peer: peer.toString(), error: message }),
+    });
+    socket.on('data', session.onBytes);
+    // A mode that no longer takes mTLS closes the connection itself, not only its streams: the caller's next request
+    // then meets the refusal in a new handshake, as it would without multiplexing.
+    const tracked: OpenConnection = { facts, current: () => ({ route, modeOnly: true }), close: () => socket.destroy() };
+    this.authorizer.track(tracked);
+    // A connection that outlives the caller's certificate is cut (the caller moves to a new one when it renews).
+    const expiry = notAfter === undefined ? null : setTimeout(() => socket.destroy(), Math.min(Math.max(0, notAfter - Date.now()), 2 ** 31 - 1)).unref();
+    socket.once('close', () => {
+      this.authorizer.untrack(tracked);
+      if (expiry) clearTimeout(expiry);
+    });
+  }
+
+  /**
    * HTTP over mTLS: requests go one by one to the local app over pooled connections, each admitted first; each
    * carries the caller's verified identity as x-forwarded-client-cert (Envoy's format), replacing any the caller sent.
    */
-  private serveHttp(socket: TLSSocket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string): void {
+  private serveHttp(socket: ByteStream, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string): void {
     const forward: Decision = { kind: 'forward', target: this.appTarget(route), edits: setOnlyEdits([['x-forwarded-client-cert', xfcc]]) };
     this.serveHttpSession(socket, facts, peer, route, () => route, () => forward);
   }
@@ -387,7 +432,7 @@ export class InboundListener {
    * upgrade request, any other against the mTLS mode of the service it last served (`first` until then).
    */
   private serveHttpSession(
-    socket: Socket,
+    socket: ByteStream,
     facts: ConnectionFacts,
     peerId: SpiffeId | undefined,
     first: InboundRoute | undefined,

@@ -42,3 +42,5 @@ export { BodyFramer } from './http1/body-framer';
 export { ConnectionPool, UpstreamConnection, type Dialer, type UpstreamOwner } from './connection-pool';
 export type { CredentialStore, InboundRoute, OutboundRoute, Protocol } from './proxy-config';
 export { DEFAULT_PROXY_LIMITS, type ProxyLimits } from './proxy-limits';
+export { MuxDialer } from './mux/mux-dialer';
+export { MUX_ALPN } from './mux/mux-frames';

@@ -21,6 +21,17 @@ export interface ConnectOptions {
   readonly onread?: DirectReads['onread'];
 }
 
+/** When the certificate each connected socket's peer proved itself with expires (ms), resumed sessions included. */
+const verifiedUntil = new WeakMap<TLSSocket, number>();
+
+/**
+ * When the remote agent's certificate behind a socket from MtlsConnector expires; undefined for other sockets. (Node
+ * does not keep the peer's certificate on a client socket for long after the handshake, so it is noted then.)
+ */
+export function peerNotAfter(socket: TLSSocket): number | undefined {
+  return verifiedUntil.get(socket);
+}
+
 /** Makes upstream connections; the seam where pooling plugs in. */
 export interface Connector {
   connect(opts: ConnectOptions): Promise<TLSSocket>;
@@ -89,6 +100,7 @@ export class MtlsConnector implements Connector {
           return;
         }
         notAfter = cert?.notAfter ?? stored?.notAfter ?? 0;
+        if (notAfter > 0) verifiedUntil.set(socket, notAfter);
         verified = true;
         resolve(socket);
       });

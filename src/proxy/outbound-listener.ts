@@ -12,6 +12,7 @@ import { ConnectionPool } from './connection-pool';
 import { Http1Session } from './http1/http1-session';
 import { H2Outbound } from './http2/h2-outbound';
 import type { Connector } from './mtls-connector';
+import type { MuxDialer } from './mux/mux-dialer';
 import { HTTP1_ROUTING } from './http1/http1-routing';
 import type { HttpHead } from './http1/http1-head';
 import { OutboundHttpRouter } from './outbound-http-router';
@@ -58,6 +59,8 @@ export class OutboundListener {
     private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
     /** Metrics, access log, traces and taps of this port's traffic; absent when nothing reports. */
     telemetry?: MeshTelemetry,
+    /** HTTP/1.1 to remote agents multiplexed (mesh-mux/1) through it; absent: one connection per request in flight. */
+    private readonly mux?: MuxDialer,
   ) {
     this.reporter = telemetry ? { telemetry, hop: outboundHop(telemetry, route) } : null;
     const upstreams = { cluster: (s: ServiceRef, subset?: string) => catalog.cluster(s, subset), pool: (s: ServiceRef, subset?: string) => this.pool(s, subset) };
@@ -93,7 +96,8 @@ export class OutboundListener {
         (endpoint, timeoutMs, reads) => {
           const context = credentials.contextFor(source);
           if (!context) return Promise.reject(new MeshError('MESH_ERR_UPSTREAM_CONNECT', `no workload certificate yet for ${source}`));
-          return this.connector.connect({ endpoint, context, sni, expected, timeoutMs, onread: reads.onread });
+          const opts = { endpoint, context, sni, expected, timeoutMs };
+          return this.mux ? this.mux.open(opts, reads) : this.connector.connect({ ...opts, onread: reads.onread });
         },
         {},
         () => credentials.contextFor(source),

@@ -139,10 +139,14 @@ describe('connection pool settings through the mesh', () => {
     await r.body.text();
     return { status: r.statusCode, overflow: r.headers['x-mesh-overflow'] as string | undefined, flags: r.headers['x-mesh-response-flags'] as string | undefined };
   };
-  /** Connections node B's inbound port has accepted so far. */
+  /**
+   * Upstream connections node B's inbound port has taken so far: TLS connections of their own, and streams on a
+   * multiplexed one (each stream is one pooled connection of the caller's; docs/mux.md).
+   */
   const accepted = async (): Promise<number> => {
     const r = await runMeshAgent(['status', '--agent', b.admin, '--state-dir', b.stateDir, '-o', 'json']);
-    return (JSON.parse(r.stdout) as { inboundStats: { accepted: number } }).inboundStats.accepted;
+    const s = (JSON.parse(r.stdout) as { inboundStats: { accepted: number; muxSessions: number; muxStreams: number } }).inboundStats;
+    return s.accepted - s.muxSessions + s.muxStreams;
   };
 
   before(async () => {
@@ -219,6 +223,18 @@ describe('connection pool settings through the mesh', () => {
     const start = await accepted();
     for (let i = 0; i < 4; i++) assert.equal((await get('churn', '/x')).status, 200);
     assert.equal((await accepted()) - start, 4);
+  });
+
+  it('between agents HTTP/1.1 is multiplexed: concurrent requests are streams on one mTLS connection', async () => {
+    const inbound = async (): Promise<{ accepted: number; muxSessions: number; muxStreams: number }> =>
+      (JSON.parse((await runMeshAgent(['status', '--agent', b.admin, '--state-dir', b.stateDir, '-o', 'json'])).stdout) as { inboundStats: { accepted: number; muxSessions: number; muxStreams: number } }).inboundStats;
+    const before = await inbound();
+    const results = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => get('churn', `/m${i}`)));
+    assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+    const after = await inbound();
+    assert.equal(after.muxStreams - before.muxStreams, 6, 'one stream per request (maxRequestsPerConnection 1)');
+    assert.ok(after.accepted - before.accepted <= 1, `${after.accepted - before.accepted} mTLS connections for 6 concurrent requests`);
+    assert.equal(after.accepted - before.accepted, after.muxSessions - before.muxSessions, 'every mTLS connection was a multiplexed one');
   });
 
   it('idleTimeout: an idle pooled connection is closed and the next request opens a new one', async () => {

@@ -14,6 +14,7 @@ import { Store } from '../../src/store';
 import { startHttpApp } from '../helpers/apps';
 import { TestMesh, type AgentHandle } from '../helpers/mesh';
 import { freePort } from '../helpers/processes';
+import { MUX_ALPN } from '../../src/proxy/mux/mux-frames';
 import { eachLimited, rawExchange, rssKib, RSS_GROWTH_LIMIT_KIB, statusesOf, until, type RawOutcome } from './fuzz-client';
 import { loadCorpus, Mutator, type CorpusEntry } from './fuzz-input';
 
@@ -48,6 +49,21 @@ function h2Frame(m: Mutator): Buffer {
   head[4] = m.pick([0, 1, 4, 5, 8, 0x20, 0x25, 0xff]);
   head.writeUInt32BE(m.pick([0, 1, 3, 5, 2, 0x7fffffff, m.int(2 ** 31)]) >>> 0, 5);
   return Buffer.concat([head, payload]);
+}
+
+/** mesh-mux/1 frames: DATA carrying corpus requests or random bytes, FIN, RESET, WINDOW, unknown types, odd lengths and ids. */
+function muxFrames(m: Mutator, corpus: readonly { bytes: Buffer }[]): Buffer {
+  return Buffer.concat(
+    Array.from({ length: 1 + m.int(5) }, () => {
+      const type = m.pick([0, 0, 0, 1, 2, 3, m.int(256)]);
+      const payload = type === 0 ? (m.int(2) === 0 ? m.pick(corpus).bytes : m.bytes(m.int(300))) : type === 3 ? m.bytes(m.pick([4, 4, 0, 8])) : m.bytes(m.pick([0, 0, 0, 3]));
+      const head = Buffer.alloc(9);
+      head[0] = type;
+      head.writeUInt32BE(m.pick([1, 1, 3, 0, 0xffffffff, m.int(2 ** 31)]) >>> 0, 1);
+      head.writeUInt32BE(m.int(10) === 0 ? m.int(2 ** 32) >>> 0 : payload.length, 5);
+      return Buffer.concat([head, payload]);
+    }),
+  );
 }
 
 /** What an HTTP/1.1 case may come to: answers that are whole HTTP/1.1 responses, or a closed connection. */
@@ -179,7 +195,12 @@ describe('fuzz: bad bytes on the agent ports', () => {
       rawExchange(ports.inbound, [bytes], { tls: { ...opts, ALPNProtocols: ['h2'] }, timeoutMs: 4000 }),
     );
     h2.forEach((o, i) => assert.ok(!o.timedOut, `h2 case ${i}: no close within the time`));
-    tally(t, 'inbound after the handshake', [...outcomes, ...h2]);
+    // Frames on a connection that chose mesh-mux/1 (docs/mux.md): corpus requests on streams, random and mutated frames.
+    const mux = await eachLimited(Array.from({ length: 60 }, (_, i) => (i % 4 === 3 ? m.mutate(muxFrames(m, corpus)) : muxFrames(m, corpus))), 16, (bytes) =>
+      rawExchange(ports.inbound, m.split(bytes), { tls: { ...opts, ALPNProtocols: [MUX_ALPN] }, timeoutMs: 4000 }),
+    );
+    mux.forEach((o, i) => assert.ok(!o.timedOut, `mesh-mux/1 case ${i}: no close within the time`));
+    tally(t, 'inbound after the handshake', [...outcomes, ...h2, ...mux]);
   });
 
   it('closes h2c connections that send random frames after the preface to an http2 upstream port', async (t) => {

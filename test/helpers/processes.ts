@@ -89,16 +89,24 @@ export async function runMeshAgent(args: string[], env: NodeJS.ProcessEnv = {}, 
   return { code, stdout: p.stdout, stderr: p.stderr };
 }
 
-/** A port free right now on 127.0.0.1 (for ports that must be known before a process starts). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
+/** Ports freePort() handed out in this process: the kernel may give a just-closed port 0 bind the same port again. */
+const handedOut = new Set<number>();
+
+/** A port free right now on 127.0.0.1 (for ports that must be known before a process starts), never one handed out before. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port } = s.address() as { port: number };
+        s.close(() => resolve(port));
+      });
     });
-  });
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 /** A temporary directory, removed by the returned cleanup. */

@@ -1,8 +1,8 @@
 // One downstream HTTP/1.1 connection: requests in order, each routed and forwarded over a pooled upstream connection,
 // with the route's timeout and retries applied.
 
-import type { Socket } from 'node:net';
 import { describeError } from '../../errors';
+import type { ByteStream } from '../byte-stream';
 import { OVERFLOW_HEADER, OVERFLOW_RESPONSE_FLAG, OVERFLOW_STATUS, type OverflowKind } from '../circuit-breaker';
 import { PoolOverflow, type ConnectionPool, type UpstreamConnection, type UpstreamOwner } from '../connection-pool';
 import { retryBackoffMs, type Decision, type ExchangeOutcome, type Target } from '../route-decision';
@@ -66,7 +66,7 @@ export class Http1Session implements UpstreamOwner {
   private readonly tel: Http1Telemetry | null;
 
   constructor(
-    private readonly down: Socket,
+    private readonly down: ByteStream,
     private readonly router: HttpRouter,
     private readonly onError: (kind: SessionErrorKind, msg: string) => void = () => {},
     private readonly limits: ProxyLimits = DEFAULT_PROXY_LIMITS,
