@@ -10,45 +10,13 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseJoinToken } from '../src/ca';
-import { enrollWithToken } from '../src/agent/enrollment-client';
-import { ServerConnection } from '../src/agent/server-connection';
-import { systemClock } from '../src/agent';
-import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type PolicyVersionRef } from '../src/protocol';
-import { silentLogger } from '../src/telemetry';
 import { TestMesh } from '../test/helpers/mesh';
+import { applyDocuments, ms, pct, roundDocuments, startSimAgents, usage, waitUntil, type SimAgent } from './sim-agents';
 
 const AGENTS = Number(process.argv[2] ?? 1000);
 const ROUNDS = Number(process.argv[3] ?? 10);
 /** Documents in the first version (sent whole to every agent); each later round changes one (a delta). */
 const DOCUMENTS = 50;
-const ENROLL_CONCURRENCY = 16;
-
-const vs = (i: number, timeoutMs: number): string =>
-  `apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: svc-${i} }\nspec:\n  hosts: [svc-${i}]\n  http:\n    - timeout: ${timeoutMs}ms\n      route: [{ destination: { host: svc-${i} } }]\n`;
-
-/** One simulated agent: holds what it was pushed, records when each version arrived, ACKs at once. */
-class SimAgent {
-  holding: PolicyVersionRef | undefined;
-  readonly arrived = new Map<number, number>();
-  connection!: ServerConnection;
-}
-
-/** CPU seconds (user + system) and RSS / peak RSS in MiB of a process, from /proc. */
-function usage(pid: number): { cpu: number; rssMiB: number; peakMiB: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
-  return { cpu: (Number(stat[11]) + Number(stat[12])) / 100, rssMiB: kb('VmRSS') / 1024, peakMiB: kb('VmHWM') / 1024 };
-}
-
-const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-const ms = (n: number): string => `${n.toFixed(0)} ms`;
-
-async function waitUntil(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; !check(); await new Promise((r) => setTimeout(r, 5))) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-  }
-}
 
 async function main(): Promise<void> {
   const mesh = new TestMesh();
@@ -59,31 +27,7 @@ async function main(): Promise<void> {
     const adminToken = readFileSync(join(server.dataDir, 'admin-token'), 'utf8').trim();
     const token = parseJoinToken(await mesh.token(server, { uses: AGENTS, ttl: '1h' }));
     const t0 = Date.now();
-    for (let next = 0; next < AGENTS; ) {
-      const batch = Array.from({ length: Math.min(ENROLL_CONCURRENCY, AGENTS - next) }, (_, k) => next + k);
-      next += batch.length;
-      await Promise.all(
-        batch.map(async (i) => {
-          const e = await enrollWithToken(token, `sim-${i}`);
-          const a = new SimAgent();
-          a.connection = new ServerConnection(
-            token.server,
-            e.trustDomain,
-            () => ({ key: e.nodeKeyPem, cert: e.nodeCert, roots: e.roots }),
-            () => ({ nodeName: `sim-${i}`, address: '127.0.0.1', services: [], upstreams: [], version: MESH_VERSION, protocol: CHANNEL_PROTOCOL, ...(a.holding ? { policy: a.holding } : {}), policyOverride: false }),
-            systemClock,
-            silentLogger,
-          );
-          a.connection.on('policy', (msg: PolicyMessage) => {
-            a.arrived.set(msg.version, performance.now());
-            a.holding = { version: msg.version, digest: msg.digest };
-            a.connection.send({ type: 'policy-ack', version: msg.version, digest: msg.digest, override: false });
-          });
-          a.connection.start();
-          agents.push(a);
-        }),
-      );
-    }
+    await startSimAgents(agents, AGENTS, () => token);
     await waitUntil('every agent connected', () => agents.every((a) => a.connection.connected), 120_000);
     const idle = usage(pid);
     console.log(`${AGENTS} agents enrolled and connected in ${((Date.now() - t0) / 1000).toFixed(1)} s; server RSS ${idle.rssMiB.toFixed(0)} MiB`);
@@ -91,17 +35,8 @@ async function main(): Promise<void> {
 
     const lasts: number[] = [];
     for (let round = 0; round <= ROUNDS; round++) {
-      const docs = round === 0 ? Array.from({ length: DOCUMENTS }, (_, i) => vs(i, 1000)) : [vs(round % DOCUMENTS, 1000 + round)];
       const before = usage(pid);
-      const start = performance.now();
-      const res = await fetch(`http://${server.adminAddr}/v1/policy/apply`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ files: [{ name: 'p.yaml', text: docs.join('---\n') }] }),
-      });
-      const answered = performance.now() - start;
-      const { version } = (await res.json()) as { version: number };
-      if (res.status !== 200) throw new Error(`apply answered ${res.status}`);
+      const { version, start, answeredMs: answered } = await applyDocuments(`http://${server.adminAddr}`, adminToken, roundDocuments(round, DOCUMENTS));
       await waitUntil(`every agent holds version ${version}`, () => agents.every((a) => a.arrived.has(version)), 60_000);
       const times = agents.map((a) => a.arrived.get(version)! - start).sort((x, y) => x - y);
       // The server records each ACK after the agent sent it: let it finish before reading its CPU time.

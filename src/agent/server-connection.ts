@@ -40,9 +40,11 @@ export class ServerConnection extends EventEmitter {
 
   /** The server address of the current (or last) connection. */
   server: string;
-  /** Server replicas found last (HA mode, consul.discoverServers), and where this agent is in that list. */
+  /** Server replicas found last (HA mode, consul.discoverServers). */
   private replicas: string[] = [];
-  private turn = -1;
+  /** This agent's own random rank of each replica address: its order of trying them. */
+  private readonly ranks = new Map<string, number>();
+  private picked = false;
 
   /**
    * `discover` (HA mode) lists the server replicas now; each connect picks the next one, so an agent whose
@@ -56,6 +58,7 @@ export class ServerConnection extends EventEmitter {
     private readonly clock: Clock,
     private readonly log: Logger,
     private readonly discover?: () => Promise<string[]>,
+    private readonly random: () => number = Math.random,
   ) {
     super();
     this.server = fallbackServer;
@@ -69,7 +72,11 @@ export class ServerConnection extends EventEmitter {
     void this.connect();
   }
 
-  /** The next server to dial: with discovery, the replica after the last one tried (a random one first, to spread agents). */
+  /**
+   * The next server to dial: with discovery, the replica after the last one tried in this agent's own random order of
+   * them (its first one to begin with), so agents start spread over the replicas and the agents of a failed replica
+   * spread over the others, while each one still tries every replica in turn.
+   */
   private async pick(): Promise<string> {
     if (!this.discover) return this.fallbackServer;
     try {
@@ -79,9 +86,11 @@ export class ServerConnection extends EventEmitter {
       this.log.warn('cannot list the server replicas, using the last known', { error: describeError(err) });
     }
     if (this.replicas.length === 0) return this.fallbackServer;
-    const at = this.replicas.indexOf(this.server);
-    this.turn = this.turn < 0 ? Math.floor(Math.random() * this.replicas.length) : (at >= 0 ? at : this.turn) + 1;
-    return this.replicas[this.turn % this.replicas.length]!;
+    const rank = (address: string): number => this.ranks.get(address) ?? this.ranks.set(address, this.random()).get(address)!;
+    const order = [...this.replicas].sort((a, b) => rank(a) - rank(b));
+    const at = this.picked ? order.indexOf(this.server) : -1;
+    this.picked = true;
+    return order[(at + 1) % order.length]!;
   }
 
   private async connect(): Promise<void> {

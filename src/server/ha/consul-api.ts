@@ -137,7 +137,13 @@ export class ConsulApi {
         else signal.addEventListener('abort', () => req.destroy(new Error('cancelled')), { once: true });
       }
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on('error', (err) => reject(new MeshError('MESH_ERR_CONSUL', `${where}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })));
+      req.on('error', (err) => {
+        const code = (err as NodeJS.ErrnoException).code;
+        // A kept-alive socket that Consul (or a proxy before it) closed while idle fails the next request before it
+        // was read: a read is sent again on another socket (each retry uses up one such socket, so this ends).
+        if (method === 'GET' && req.reusedSocket && code === 'ECONNRESET') return resolve(this.call(method, path, query, body, timeoutMs, accept, signal));
+        reject(new MeshError('MESH_ERR_CONSUL', `${where}: ${code ?? err.message}`, { cause: err }));
+      });
       req.end(body);
     });
   }

@@ -46,6 +46,8 @@ export class HaReplica {
   /** ModifyIndex of the policy head as last read (0: absent), the CAS index of the next write. */
   private headIndex = 0;
   private readonly seen = new Map<string, number>();
+  /** Each agent's record as KV holds it (last read or written here): a hello reporting nothing new writes nothing. */
+  private readonly agentRecords = new Map<string, string>();
   private readonly aborts = new Set<AbortController>();
   private checkTimer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -208,12 +210,22 @@ export class HaReplica {
     throw new MeshError('MESH_ERR_CONSUL', `join token ${req.tokenId} is being used by other enrollments at the same time; retry`);
   }
 
-  /** An agent said hello here: its record in KV gets what it reported (other replicas learn its services). */
+  /**
+   * An agent said hello here: its record in KV gets what it reported (other replicas learn its services). An
+   * unchanged report — an agent moving here from a failed replica — writes nothing, so a failover does not make
+   * every replica read all agent records again for each agent that moved.
+   */
   reportAgent(agentId: string): void {
     const a = this.deps.store.agents.get(agentId);
     if (!a) return;
     const record: KvAgentRecord = { id: a.id, nodeName: a.nodeName, address: a.address, enrolledAt: a.enrolledAt, joinTokenId: a.joinTokenId, services: a.services, serviceLabels: a.serviceLabels, upstreams: a.upstreams };
-    this.api.put(this.keys.agent(a.id), JSON.stringify(record)).catch((err: unknown) => this.deps.log.warn('cannot record an agent report in Consul KV', { agent: agentId, error: describeError(err) }));
+    const value = JSON.stringify(record);
+    if (this.agentRecords.get(a.id) === value) return;
+    this.agentRecords.set(a.id, value);
+    this.api.put(this.keys.agent(a.id), value).catch((err: unknown) => {
+      this.agentRecords.delete(a.id);
+      this.deps.log.warn('cannot record an agent report in Consul KV', { agent: agentId, error: describeError(err) });
+    });
   }
 
   /** Replicas (from their KV records; none, with `error`, while Consul does not answer), who leads, each one's applied version. */
@@ -272,6 +284,7 @@ export class HaReplica {
     for (const e of entries) {
       if (!this.fresh(e)) continue;
       const r = JSON.parse(e.value) as KvAgentRecord;
+      this.agentRecords.set(r.id, e.value);
       this.deps.store.agents.insertIfMissing(r);
       if (r.services) this.deps.store.agents.touch(r.id, this.deps.store.agents.get(r.id)?.lastSeenAt ?? r.enrolledAt, { address: r.address, services: r.services, serviceLabels: r.serviceLabels ?? {}, upstreams: r.upstreams ?? [] });
     }
