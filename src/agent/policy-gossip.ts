@@ -65,6 +65,8 @@ export class PolicyGossip {
   private timer?: NodeJS.Timeout;
   private roundRunning = false;
   private nudged?: NodeJS.Timeout;
+  /** A nudge came while a round ran: that round may have dialed its peers before the new version, so run one more. */
+  private nudgedDuringRound = false;
   private pulling = false;
   private nextPullAt = 0;
   private inbound = 0;
@@ -83,7 +85,8 @@ export class PolicyGossip {
     if (this.closed || this.nudged) return;
     this.nudged = setTimeout(() => {
       this.nudged = undefined;
-      void this.round();
+      if (this.roundRunning) this.nudgedDuringRound = true;
+      else void this.round();
     }, 0).unref();
   }
 
@@ -106,6 +109,10 @@ export class PolicyGossip {
       }
     } finally {
       this.roundRunning = false;
+      if (this.nudgedDuringRound) {
+        this.nudgedDuringRound = false;
+        this.nudge();
+      }
     }
   }
 

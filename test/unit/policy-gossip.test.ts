@@ -1,14 +1,17 @@
-// Unit tests for policy gossip's edges: what a peer may send (parsed and bounded), and what an agent takes from a peer
-// (only newer versions, verified like pushed ones; forged or replayed ones refused, the held version kept).
+// Unit tests for policy gossip's edges: what a peer may send (parsed and bounded), what an agent takes from a peer
+// (only newer versions, verified like pushed ones; forged or replayed ones refused, the held version kept), and when
+// rounds run.
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createSecureContext, type TLSSocket } from 'node:tls';
 import { MeshPolicy, POLICY_CACHE_FILE, type HeldPolicyVersion } from '../../src/agent/mesh-policy';
+import { PolicyGossip } from '../../src/agent/policy-gossip';
 import { StateDir } from '../../src/agent/state-dir';
-import { CertificateAuthority } from '../../src/ca';
+import { CertificateAuthority, SpiffeId } from '../../src/ca';
 import { isMeshError, type MeshErrorCode } from '../../src/errors';
 import { parseGossipMessage, policyDigest, type PolicyDocumentSource } from '../../src/protocol';
 import { PolicySigner } from '../../src/server/policy-signer';
@@ -106,5 +109,40 @@ describe('gossip messages from a peer', () => {
       [`{"type":"policy","version":3,"digest":"sha256:${'a'.repeat(64)}","signature":"s","signerCert":"c","documents":[{"kind":"VirtualService"}]}`, /policy.documents\[0\].namespace must be a non-empty string/],
     ];
     for (const [text, re] of cases) refuses(() => parseGossipMessage(text), 'MESH_ERR_GOSSIP', re);
+  });
+});
+
+describe('gossip rounds', () => {
+  test('a version taken while a round runs is told in a round right after it, not dropped', async () => {
+    // Dials that hang until the test ends them: a peer that is slow to answer (a dial may take up to 15 s).
+    const dials: ((err: Error) => void)[] = [];
+    const gossip = new PolicyGossip({
+      policy: agent().policy,
+      context: () => createSecureContext(),
+      trustDomain: TD,
+      peers: () => [{ endpoint: { address: '127.0.0.1', port: 1, weight: 1, labels: {} }, sni: `api.default.${TD}`, expected: SpiffeId.workload(TD, 'default', 'api') }],
+      mayPull: () => true,
+      onAccepted: () => undefined,
+      connector: { connect: () => new Promise<TLSSocket>((_, reject) => dials.push(reject)) },
+      intervalMs: 3_600_000,
+      fanout: 3,
+      now: Date.now,
+      log: silentLogger,
+    });
+    try {
+      const timerRound = gossip.round();
+      assert.equal(dials.length, 1, 'the round dials its peer');
+      gossip.nudge(); // the agent took a new version (from the server, or from a peer in this very round)
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(dials.length, 1, 'one round at a time');
+      dials[0]!(new Error('peer unreachable'));
+      await timerRound;
+      for (const deadline = Date.now() + 2000; dials.length < 2 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(dials.length, 2, 'the nudge during the round ran a round after it');
+      assert.equal(gossip.stats.failures, 1);
+    } finally {
+      gossip.close();
+      for (const reject of dials) reject(new Error('test over'));
+    }
   });
 });
