@@ -7,8 +7,6 @@
 // enrollment; it ACKs a version as soon as it arrives (a real agent verifies and compiles first, on its own CPU, in
 // parallel with the others — that cost is not the server's and is left out here).
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseJoinToken } from '../src/ca';
 import { enrollWithToken } from '../src/agent/enrollment-client';
 import { ServerConnection } from '../src/agent/server-connection';
@@ -16,15 +14,11 @@ import { systemClock } from '../src/agent';
 import { CHANNEL_PROTOCOL, MESH_VERSION, type PolicyMessage, type PolicyVersionRef } from '../src/protocol';
 import { silentLogger } from '../src/telemetry';
 import { TestMesh } from '../test/helpers/mesh';
+import { applyRound, ms, pct, roundChange, usage, waitUntil } from './policy-bench';
 
 const AGENTS = Number(process.argv[2] ?? 1000);
 const ROUNDS = Number(process.argv[3] ?? 10);
-/** Documents in the first version (sent whole to every agent); each later round changes one (a delta). */
-const DOCUMENTS = 50;
 const ENROLL_CONCURRENCY = 16;
-
-const vs = (i: number, timeoutMs: number): string =>
-  `apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: svc-${i} }\nspec:\n  hosts: [svc-${i}]\n  http:\n    - timeout: ${timeoutMs}ms\n      route: [{ destination: { host: svc-${i} } }]\n`;
 
 /** One simulated agent: holds what it was pushed, records when each version arrived, ACKs at once. */
 class SimAgent {
@@ -33,30 +27,12 @@ class SimAgent {
   connection!: ServerConnection;
 }
 
-/** CPU seconds (user + system) and RSS / peak RSS in MiB of a process, from /proc. */
-function usage(pid: number): { cpu: number; rssMiB: number; peakMiB: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
-  return { cpu: (Number(stat[11]) + Number(stat[12])) / 100, rssMiB: kb('VmRSS') / 1024, peakMiB: kb('VmHWM') / 1024 };
-}
-
-const pct = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-const ms = (n: number): string => `${n.toFixed(0)} ms`;
-
-async function waitUntil(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; !check(); await new Promise((r) => setTimeout(r, 5))) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-  }
-}
-
 async function main(): Promise<void> {
   const mesh = new TestMesh();
   const agents: SimAgent[] = [];
   try {
     const server = await mesh.startServer();
     const pid = server.proc.child.pid!;
-    const adminToken = readFileSync(join(server.dataDir, 'admin-token'), 'utf8').trim();
     const token = parseJoinToken(await mesh.token(server, { uses: AGENTS, ttl: '1h' }));
     const t0 = Date.now();
     for (let next = 0; next < AGENTS; ) {
@@ -91,17 +67,8 @@ async function main(): Promise<void> {
 
     const lasts: number[] = [];
     for (let round = 0; round <= ROUNDS; round++) {
-      const docs = round === 0 ? Array.from({ length: DOCUMENTS }, (_, i) => vs(i, 1000)) : [vs(round % DOCUMENTS, 1000 + round)];
       const before = usage(pid);
-      const start = performance.now();
-      const res = await fetch(`http://${server.adminAddr}/v1/policy/apply`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ files: [{ name: 'p.yaml', text: docs.join('---\n') }] }),
-      });
-      const answered = performance.now() - start;
-      const { version } = (await res.json()) as { version: number };
-      if (res.status !== 200) throw new Error(`apply answered ${res.status}`);
+      const { version, start, answeredMs: answered } = await applyRound(server, round);
       await waitUntil(`every agent holds version ${version}`, () => agents.every((a) => a.arrived.has(version)), 60_000);
       const times = agents.map((a) => a.arrived.get(version)! - start).sort((x, y) => x - y);
       // The server records each ACK after the agent sent it: let it finish before reading its CPU time.
@@ -111,7 +78,7 @@ async function main(): Promise<void> {
       console.log(
         [
           String(round).padEnd(5),
-          (round === 0 ? `${DOCUMENTS} docs (whole)` : '1 doc (delta)').padEnd(15),
+          roundChange(round).padEnd(15),
           ms(answered).padStart(14),
           ms(pct(times, 50)).padStart(8),
           ms(pct(times, 99)).padStart(8),
