@@ -7,16 +7,13 @@
 // enrollment; it ACKs a version as soon as it arrives (a real agent verifies and compiles first, on its own CPU, in
 // parallel with the others — that cost is not the server's and is left out here).
 
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseJoinToken } from '../src/ca';
 import { TestMesh } from '../test/helpers/mesh';
-import { applyDocuments, ms, pct, roundDocuments, startSimAgents, usage, waitUntil, type SimAgent } from './sim-agents';
+import { applyRound, ms, pct, roundChange, usage, waitUntil } from './policy-bench';
+import { startSimAgents, type SimAgent } from './sim-agents';
 
 const AGENTS = Number(process.argv[2] ?? 1000);
 const ROUNDS = Number(process.argv[3] ?? 10);
-/** Documents in the first version (sent whole to every agent); each later round changes one (a delta). */
-const DOCUMENTS = 50;
 
 async function main(): Promise<void> {
   const mesh = new TestMesh();
@@ -24,7 +21,6 @@ async function main(): Promise<void> {
   try {
     const server = await mesh.startServer();
     const pid = server.proc.child.pid!;
-    const adminToken = readFileSync(join(server.dataDir, 'admin-token'), 'utf8').trim();
     const token = parseJoinToken(await mesh.token(server, { uses: AGENTS, ttl: '1h' }));
     const t0 = Date.now();
     await startSimAgents(agents, AGENTS, () => token);
@@ -36,7 +32,7 @@ async function main(): Promise<void> {
     const lasts: number[] = [];
     for (let round = 0; round <= ROUNDS; round++) {
       const before = usage(pid);
-      const { version, start, answeredMs: answered } = await applyDocuments(`http://${server.adminAddr}`, adminToken, roundDocuments(round, DOCUMENTS));
+      const { version, start, answeredMs: answered } = await applyRound(server, round);
       await waitUntil(`every agent holds version ${version}`, () => agents.every((a) => a.arrived.has(version)), 60_000);
       const times = agents.map((a) => a.arrived.get(version)! - start).sort((x, y) => x - y);
       // The server records each ACK after the agent sent it: let it finish before reading its CPU time.
@@ -46,7 +42,7 @@ async function main(): Promise<void> {
       console.log(
         [
           String(round).padEnd(5),
-          (round === 0 ? `${DOCUMENTS} docs (whole)` : '1 doc (delta)').padEnd(15),
+          roundChange(round).padEnd(15),
           ms(answered).padStart(14),
           ms(pct(times, 50)).padStart(8),
           ms(pct(times, 99)).padStart(8),

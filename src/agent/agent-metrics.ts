@@ -6,6 +6,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Cluster } from '../proxy';
 import type { ConsulWatchStatus } from '../registry';
 import { MetricsRegistry, type CounterChild } from '../telemetry';
+import type { GossipStatus } from './policy-gossip';
 
 /** Where the gauges read from, at each scrape. */
 export interface AgentMetricSources {
@@ -18,6 +19,8 @@ export interface AgentMetricSources {
   policyVersion(): number | undefined;
   /** The counters of each upstream port (overflow, retryOverflow and retries for http, http2 and grpc). */
   upstreams(): Iterable<{ cluster: string; stats: Readonly<Record<string, number>> }>;
+  /** Policy gossip's counters; undefined when gossip is off. */
+  gossip(): Readonly<GossipStatus> | undefined;
   now(): number;
 }
 
@@ -45,6 +48,11 @@ export class AgentMetrics {
     const retries = r.counter('mesh_retries_total', 'Retries made, per upstream port.', ['upstream']);
     const lag = r.gauge('mesh_event_loop_lag_seconds', 'Event-loop delay since the previous scrape (Node perf_hooks monitorEventLoopDelay).', ['quantile']);
     const rss = r.gauge('process_resident_memory_bytes', 'Resident set size of the agent process.').labels();
+    const gossipExchanges = r.counter('mesh_gossip_exchanges_total', 'Policy gossip exchanges with peers, dialed or answered.').labels();
+    const gossipFailures = r.counter('mesh_gossip_failures_total', 'Policy gossip exchanges that failed: the peer unreachable, not speaking gossip, breaking the protocol or too slow.').labels();
+    const gossipHeard = r.counter('mesh_gossip_newer_versions_heard_total', 'Peers that offered a newer policy version than the one held (pulled or not: one pull at a time, none while the server is reachable).').labels();
+    const gossipPulls = r.counter('mesh_gossip_pulls_total', 'Policy versions pulled from peers, verified and held.').labels();
+    const gossipRefusals = r.counter('mesh_gossip_refusals_total', 'Policy versions pulled from peers and refused, by error code (MESH_ERR_POLICY_SIGNATURE: forged or tampered).', ['reason']);
     const loop = monitorEventLoopDelay({ resolution: 10 });
     loop.enable();
     r.collect(() => {
@@ -67,6 +75,14 @@ export class AgentMetrics {
       for (const [q, v] of [['0.5', loop.percentile(50)], ['0.99', loop.percentile(99)], ['1', loop.max]] as const) lag.labels(q).set(Number.isFinite(v) ? v / 1e9 : 0);
       loop.reset();
       rss.set(process.memoryUsage.rss());
+      const g = sources.gossip();
+      if (g) {
+        gossipExchanges.value = g.exchanges;
+        gossipFailures.value = g.failures;
+        gossipHeard.value = g.newerHeard;
+        gossipPulls.value = g.pulls;
+        for (const [reason, n] of Object.entries(g.refusedBy)) gossipRefusals.labels(reason).value = n;
+      }
     });
     r.collect(() => {
       // Watches and clusters come and go: rebuild the children from what exists now (scrape-time only).

@@ -90,6 +90,7 @@ export class MeshAgent {
       certificates: () => (this.certs ? this.certs.status() : []),
       policyVersion: () => this.meshPolicy?.holding?.version,
       upstreams: () => (this.upstreams?.list() ?? []).map((u) => ({ cluster: u.listener.route.cluster, stats: u.listener.statusStats() })),
+      gossip: () => this.gossip?.stats,
       now: () => this.clock.now(),
     });
     this.telemetry = new MeshTelemetry(this.metrics.registry, (why) => this.log.warn('telemetry output failed', { error: why }), this.requestStats);

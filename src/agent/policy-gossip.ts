@@ -55,8 +55,12 @@ export interface PolicyGossipDeps {
 export interface GossipStatus {
   exchanges: number;
   failures: number;
+  /** Hellos from peers offering a newer version than the one held (pulled or not). */
+  newerHeard: number;
   pulls: number;
   refused: number;
+  /** Refused pulled versions by MeshError code (MESH_ERR_POLICY_SIGNATURE, MESH_ERR_POLICY_INVALID, MESH_ERR_GOSSIP). */
+  refusedBy: Record<string, number>;
   lastPull: { version: number; from: string; at: string } | null;
   lastRefusal: { version: number; from: string; error: string; at: string } | null;
 }
@@ -65,12 +69,14 @@ export class PolicyGossip {
   private timer?: NodeJS.Timeout;
   private roundRunning = false;
   private nudged?: NodeJS.Timeout;
+  /** A nudge came while a round ran: that round may have dialed its peers before the new version, so run one more. */
+  private nudgedDuringRound = false;
   private pulling = false;
   private nextPullAt = 0;
   private inbound = 0;
   private readonly refusedVersions = new Set<string>();
   private closed = false;
-  readonly stats: GossipStatus = { exchanges: 0, failures: 0, pulls: 0, refused: 0, lastPull: null, lastRefusal: null };
+  readonly stats: GossipStatus = { exchanges: 0, failures: 0, newerHeard: 0, pulls: 0, refused: 0, refusedBy: {}, lastPull: null, lastRefusal: null };
 
   constructor(private readonly deps: PolicyGossipDeps) {}
 
@@ -83,7 +89,8 @@ export class PolicyGossip {
     if (this.closed || this.nudged) return;
     this.nudged = setTimeout(() => {
       this.nudged = undefined;
-      void this.round();
+      if (this.roundRunning) this.nudgedDuringRound = true;
+      else void this.round();
     }, 0).unref();
   }
 
@@ -106,6 +113,10 @@ export class PolicyGossip {
       }
     } finally {
       this.roundRunning = false;
+      if (this.nudgedDuringRound) {
+        this.nudgedDuringRound = false;
+        this.nudge();
+      }
     }
   }
 
@@ -177,6 +188,7 @@ export class PolicyGossip {
       const onMessage = (m: GossipMessage): void => {
         switch (m.type) {
           case 'hello':
+            if (m.policy && m.policy.version > (this.deps.policy.holding?.version ?? 0)) this.stats.newerHeard++;
             if (this.claimPull(m.policy)) {
               reservedPull = pulled = true;
               send({ type: 'pull', version: m.policy!.version });
@@ -233,6 +245,8 @@ export class PolicyGossip {
       this.deps.onAccepted(compiled, v.version, from);
     } catch (err) {
       this.stats.refused++;
+      const reason = err instanceof MeshError ? err.code : 'MESH_ERR_INTERNAL';
+      this.stats.refusedBy[reason] = (this.stats.refusedBy[reason] ?? 0) + 1;
       this.stats.lastRefusal = { version: v.version, from, error: describeError(err), at };
       this.nextPullAt = this.deps.now() + PULL_GAP_AFTER_REFUSAL_MS;
       if (this.refusedVersions.size >= REFUSED_MEMORY) this.refusedVersions.delete(this.refusedVersions.values().next().value!);

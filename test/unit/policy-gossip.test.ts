@@ -1,14 +1,20 @@
-// Unit tests for policy gossip's edges: what a peer may send (parsed and bounded), and what an agent takes from a peer
-// (only newer versions, verified like pushed ones; forged or replayed ones refused, the held version kept).
+// Unit tests for policy gossip's edges: what a peer may send (parsed and bounded), what an agent takes from a peer
+// (only newer versions, verified like pushed ones; forged or replayed ones refused, the held version kept), and when
+// rounds run.
 
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { createSecureContext, type TLSSocket } from 'node:tls';
+import { AgentMetrics } from '../../src/agent/agent-metrics';
 import { MeshPolicy, POLICY_CACHE_FILE, type HeldPolicyVersion } from '../../src/agent/mesh-policy';
+import { PolicyGossip, type PolicyGossipDeps } from '../../src/agent/policy-gossip';
 import { StateDir } from '../../src/agent/state-dir';
-import { CertificateAuthority } from '../../src/ca';
+import { CertificateAuthority, SpiffeId } from '../../src/ca';
 import { isMeshError, type MeshErrorCode } from '../../src/errors';
 import { parseGossipMessage, policyDigest, type PolicyDocumentSource } from '../../src/protocol';
 import { PolicySigner } from '../../src/server/policy-signer';
@@ -106,5 +112,83 @@ describe('gossip messages from a peer', () => {
       [`{"type":"policy","version":3,"digest":"sha256:${'a'.repeat(64)}","signature":"s","signerCert":"c","documents":[{"kind":"VirtualService"}]}`, /policy.documents\[0\].namespace must be a non-empty string/],
     ];
     for (const [text, re] of cases) refuses(() => parseGossipMessage(text), 'MESH_ERR_GOSSIP', re);
+  });
+});
+
+/** Gossip for an agent cut off from the server (it may pull), with one peer and no timer. */
+function gossipFor(policy: MeshPolicy, connector: PolicyGossipDeps['connector']): PolicyGossip {
+  return new PolicyGossip({
+    policy,
+    context: () => createSecureContext(),
+    trustDomain: TD,
+    peers: () => [{ endpoint: { address: '127.0.0.1', port: 1, weight: 1, labels: {} }, sni: `api.default.${TD}`, expected: SpiffeId.workload(TD, 'default', 'api') }],
+    mayPull: () => true,
+    onAccepted: () => undefined,
+    connector,
+    intervalMs: 3_600_000,
+    fanout: 3,
+    now: Date.now,
+    log: silentLogger,
+  });
+}
+
+describe('gossip rounds', () => {
+  test('a version taken while a round runs is told in a round right after it, not dropped', async () => {
+    // Dials that hang until the test ends them: a peer that is slow to answer (a dial may take up to 15 s).
+    const dials: ((err: Error) => void)[] = [];
+    const gossip = gossipFor(agent().policy, { connect: () => new Promise<TLSSocket>((_, reject) => dials.push(reject)) });
+    try {
+      const timerRound = gossip.round();
+      assert.equal(dials.length, 1, 'the round dials its peer');
+      gossip.nudge(); // the agent took a new version (from the server, or from a peer in this very round)
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(dials.length, 1, 'one round at a time');
+      dials[0]!(new Error('peer unreachable'));
+      await timerRound;
+      for (const deadline = Date.now() + 2000; dials.length < 2 && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 5));
+      assert.equal(dials.length, 2, 'the nudge during the round ran a round after it');
+      assert.equal(gossip.stats.failures, 1);
+    } finally {
+      gossip.close();
+      for (const reject of dials) reject(new Error('test over'));
+    }
+  });
+});
+
+describe('gossip counters', () => {
+  test('a newer version heard and refused is counted by reason, in the status and in /metrics', async () => {
+    const { policy } = agent();
+    const v2 = signed(2, [vs('reviews', '2s')]);
+    policy.acceptFromPeer(v2);
+    const gossip = gossipFor(policy, { connect: () => Promise.reject(new Error('not dialed here')) });
+    // A peer with a valid agent identity offers "version 3": version 2's signature over other documents.
+    const documents = [vs('reviews', '9s')];
+    const forged = { type: 'policy', version: 3, digest: policyDigest(documents), signature: v2.signature, signerCert: v2.signerCert, documents };
+    const server = createServer((socket) => gossip.serve(socket as unknown as TLSSocket, SpiffeId.agent(TD, 'peer-1')));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const peer: Socket = connect((server.address() as { port: number }).port, '127.0.0.1');
+    let buf = '';
+    peer.on('data', (chunk: Buffer) => {
+      buf += chunk.toString();
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const type = (JSON.parse(buf.slice(0, nl)) as { type: string }).type;
+        buf = buf.slice(nl + 1);
+        if (type === 'hello') peer.write(`${JSON.stringify({ type: 'hello', protocol: 1, policy: { version: 3, digest: forged.digest } })}\n`);
+        else if (type === 'pull') peer.write(`${JSON.stringify(forged)}\n`);
+        else if (type === 'done') peer.end(`${JSON.stringify({ type: 'done' })}\n`);
+      }
+    });
+    await once(peer, 'close');
+    server.close();
+    gossip.close();
+    assert.deepEqual(policy.holding, { version: 2, digest: v2.digest }, 'the forged version is not held');
+    const { exchanges, newerHeard, pulls, refused, refusedBy } = gossip.stats;
+    assert.deepEqual({ exchanges, newerHeard, pulls, refused, refusedBy }, { exchanges: 1, newerHeard: 1, pulls: 0, refused: 1, refusedBy: { MESH_ERR_POLICY_SIGNATURE: 1 } });
+    const metrics = new AgentMetrics({ consulWatches: () => [], clusters: () => [], certificates: () => [], policyVersion: () => 2, upstreams: () => [], gossip: () => gossip.stats, now: Date.now });
+    const text = metrics.registry.render();
+    for (const line of ['mesh_gossip_exchanges_total 1', 'mesh_gossip_failures_total 0', 'mesh_gossip_newer_versions_heard_total 1', 'mesh_gossip_pulls_total 0', 'mesh_gossip_refusals_total{reason="MESH_ERR_POLICY_SIGNATURE"} 1']) {
+      assert.ok(text.split('\n').includes(line), `${line} in:\n${text}`);
+    }
   });
 });
