@@ -159,6 +159,35 @@ describe('mesh-mux/1 streams over mTLS', () => {
     session.close();
   });
 
+  test('streams that write in another order than they were opened are all served (the peer sees ids in order)', async () => {
+    serve = (s) => s.on('data', (d: Buffer) => s.end(d));
+    const { session } = await dialSession(port);
+    const streams = Array.from({ length: 5 }, () => session.open());
+    await tick(); // the opening frames leave first
+    const answers = streams.map(collect);
+    for (const i of [4, 2, 0, 3, 1]) streams[i]!.write(Buffer.from(`s${i}`));
+    assert.deepEqual((await Promise.all(answers)).map((a) => a.bytes.toString()), ['s0', 's1', 's2', 's3', 's4']);
+    session.close();
+  });
+
+  test('DATA for a stream the receiver already closed is answered with a RESET, so the writer does not wait for ever', async () => {
+    serve = (s) => s.destroy();
+    const socket = tlsConnect({ host: '127.0.0.1', port, secureContext: clientCtx, servername: 'api', ALPNProtocols: [MUX_ALPN], checkServerIdentity: () => undefined });
+    socket.on('error', () => {});
+    const resets: number[] = [];
+    const reader = new FrameReader({ onData: () => {}, onFin: () => {}, onWindow: () => {}, onReset: (id) => resets.push(id) });
+    socket.on('data', (d: Buffer) => reader.push(d));
+    await new Promise((r) => socket.once('secureConnect', r));
+    const data = (id: number, text: string): Buffer => Buffer.concat([frameHeader(FrameType.Data, id, text.length), Buffer.from(text)]);
+    socket.write(data(1, 'hello')); // opens stream 1, which the peer resets at once
+    while (resets.length < 1) await tick();
+    socket.write(Buffer.concat([data(1, 'still there?'), data(3, 'x'), data(2, 'lower than 3')]));
+    for (const deadline = Date.now() + 5000; resets.length < 4 && Date.now() < deadline; ) await tick();
+    assert.deepEqual(resets, [1, 1, 3, 2], 'the late frame on 1, then 3 (reset by the app) and 2 (below the newest id seen)');
+    assert.equal(accepted!.lateFrames, 2);
+    socket.destroy();
+  });
+
   test('a paused reader holds the writer to one window; resuming delivers every byte in order and the writer drains', async () => {
     let peer: MuxStream | undefined;
     serve = (s) => {

@@ -9,6 +9,8 @@ import { MuxStream, type StreamCarrier } from './mux-stream';
 /** Streams open at once on one connection; the dialer opens another connection beyond it, the acceptor refuses more. */
 export const MUX_MAX_STREAMS = 1024;
 
+const EMPTY = Buffer.alloc(0);
+
 /** Largest stream id; a dialing side that reaches it opens a new connection. */
 const MAX_STREAM_ID = 0xffff_ffff;
 
@@ -86,11 +88,15 @@ export class MuxSession implements StreamCarrier, FrameSink {
     if (this.streams.size === 0) this.close();
   }
 
-  /** A new stream from the dialing side (it exists for the peer once its first frame arrives). */
+  /**
+   * A new stream from the dialing side. An empty DATA frame opens it for the peer at once, so the peer sees stream ids
+   * in the order they were given out (whichever stream writes first) and can take a lower id than it has seen as late.
+   */
   open(): MuxStream {
     const s = new MuxStream(this.nextId++, this, false);
     this.streams.set(s.id, s);
     this.busy();
+    this.sendData(s.id, EMPTY);
     return s;
   }
 
@@ -128,11 +134,26 @@ export class MuxSession implements StreamCarrier, FrameSink {
 
   onData(id: number, payload: Buffer): void {
     const s = this.streams.get(id) ?? this.accept(id);
-    s?.onData(payload);
+    if (s) s.onData(payload);
+    else this.late(id);
   }
 
   onFin(id: number): void {
-    (this.streams.get(id) ?? this.accept(id))?.onFin();
+    const s = this.streams.get(id) ?? this.accept(id);
+    if (s) s.onFin();
+    else this.late(id);
+  }
+
+  /** Frames that arrived for a stream this side closed (or refused): they were sent in vain. */
+  lateFrames = 0;
+
+  /**
+   * DATA or FIN for a stream this side no longer has. Its sender may not know yet (the RESET that closed it crossed
+   * these frames) or may never have been told; it is told now, so it never waits for an answer that cannot come.
+   */
+  private late(id: number): void {
+    this.lateFrames++;
+    this.sendReset(id);
   }
 
   onReset(id: number): void {

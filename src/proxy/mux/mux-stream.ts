@@ -114,7 +114,7 @@ export class MuxStream extends EventEmitter implements ByteStream {
 
   /** DATA from the peer. @throws MeshError MESH_ERR_MUX_PROTOCOL when the peer sent past the window it was given */
   onData(payload: Buffer): void {
-    if (this.closed) return;
+    if (this.closed || payload.length === 0) return; // an empty DATA frame only opens the stream
     this.inFlight += payload.length;
     if (this.inFlight > STREAM_WINDOW_BYTES) throw protocolError(`stream ${this.id} sent ${this.inFlight} bytes on a window of ${STREAM_WINDOW_BYTES}`);
     if (this.paused || this.inbox.length > 0) this.inbox.push(payload);
