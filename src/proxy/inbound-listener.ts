@@ -113,9 +113,9 @@ export class InboundListener {
       minVersion: 'TLSv1.3',
       // h2 for callers whose upstream is http2/grpc; the others send no ALPN and keep the HTTP/1 or TCP path.
       // Agents gossiping policy versions ask for GOSSIP_ALPN alone; agents calling an HTTP/1.1 service offer MUX_ALPN
-      // (many connections' requests multiplexed on one, docs/mux.md) and http/1.1. The server's order decides: MUX_ALPN
-      // before http/1.1.
-      ALPNProtocols: ['h2', MUX_ALPN, 'http/1.1', GOSSIP_ALPN],
+      // (many connections' requests multiplexed on one, docs/mux.md) and http/1.1: MUX_ALPN is chosen when the SNI's
+      // service is `protocol: http`, else http/1.1 (the caller then keeps a connection per request, as before).
+      ALPNCallback: ({ servername, protocols }) => chooseAlpn(protocols, this.routes.get(servername)?.protocol === 'http'),
       SNICallback: (name, cb) => {
         const found = this.contextForSni(name);
         if (typeof found === 'string') cb(new Error(found));
@@ -523,6 +523,17 @@ export class InboundListener {
     for (const p of this.appPools.values()) p.close();
     return drainAndClose(this.server, this.open);
   }
+}
+
+/** The inbound port's ALPN ids in its order of preference. */
+const ALPN_PREFERENCE = ['h2', MUX_ALPN, 'http/1.1', GOSSIP_ALPN];
+
+/**
+ * The ALPN id the inbound port takes among those a caller offers: the first of ALPN_PREFERENCE it offered, MUX_ALPN
+ * only for an HTTP/1.1 service; undefined (the handshake fails) when it offered none of them.
+ */
+export function chooseAlpn(offered: readonly string[], httpService: boolean): string | undefined {
+  return ALPN_PREFERENCE.find((p) => offered.includes(p) && (p !== MUX_ALPN || httpService));
 }
 
 /** The caller's verified identity as Envoy's x-forwarded-client-cert value. */

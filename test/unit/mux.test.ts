@@ -9,6 +9,7 @@ import { connect as tlsConnect, createSecureContext, createServer as createTlsSe
 import { CertificateAuthority, generatePrivateKey, privateKeyToPem, SpiffeId } from '../../src/ca';
 import { MeshError } from '../../src/errors';
 import { DirectReads } from '../../src/proxy/direct-reads';
+import { chooseAlpn } from '../../src/proxy/inbound-listener';
 import { MtlsConnector } from '../../src/proxy/mtls-connector';
 import { FRAME_HEADER_BYTES, frameHeader, FrameReader, FrameType, MUX_ALPN, STREAM_WINDOW_BYTES, windowFrame, type FrameSink } from '../../src/proxy/mux/mux-frames';
 import { MuxDialer } from '../../src/proxy/mux/mux-dialer';
@@ -272,6 +273,17 @@ describe('mesh-mux/1 streams over mTLS', () => {
     assert.equal(streams.filter((s) => s.closed).length, 1, 'only the stream over the cap was reset');
     assert.equal(accepted!.size, MUX_MAX_STREAMS);
     session.close();
+  });
+});
+
+describe('the inbound port\'s ALPN choice', () => {
+  test('mesh-mux/1 only for an HTTP/1.1 service; h2, http/1.1 and gossip as before; nothing offered that it speaks: refused', () => {
+    assert.equal(chooseAlpn([MUX_ALPN, 'http/1.1'], true), MUX_ALPN);
+    assert.equal(chooseAlpn([MUX_ALPN, 'http/1.1'], false), 'http/1.1', 'a tcp service: the caller falls back to a connection per request');
+    assert.equal(chooseAlpn(['http/1.1', MUX_ALPN], true), MUX_ALPN, 'the port\'s preference, not the caller\'s order');
+    assert.equal(chooseAlpn(['h2'], true), 'h2');
+    assert.equal(chooseAlpn(['mesh-gossip/1'], false), 'mesh-gossip/1');
+    assert.equal(chooseAlpn(['spdy/3'], true), undefined);
   });
 });
 
