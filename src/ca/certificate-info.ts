@@ -30,6 +30,17 @@ export function uriSans(x509: X509Certificate): string[] {
     .map((s) => s.slice(4));
 }
 
+/** A certificate's SPIFFE ID: its URI SAN when it has exactly one and it parses, else undefined. */
+export function spiffeIdOf(x509: X509Certificate): SpiffeId | undefined {
+  const uris = uriSans(x509);
+  if (uris.length !== 1) return undefined;
+  try {
+    return SpiffeId.parse(uris[0]!);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Parses a PEM certificate. @throws MeshError MESH_ERR_CERT_INVALID */
 export function inspectCertificate(pem: string): CertificateInfo {
   let x509: X509Certificate;
@@ -38,22 +49,13 @@ export function inspectCertificate(pem: string): CertificateInfo {
   } catch (err) {
     throw new MeshError('MESH_ERR_CERT_INVALID', `cannot parse certificate: ${(err as Error).message}`, { cause: err });
   }
-  const uris = uriSans(x509);
-  let spiffeId: SpiffeId | undefined;
-  if (uris.length === 1) {
-    try {
-      spiffeId = SpiffeId.parse(uris[0]!);
-    } catch {
-      spiffeId = undefined;
-    }
-  }
   return {
     pem,
     serial: x509.serialNumber.toUpperCase(),
     notBefore: new Date(x509.validFrom),
     notAfter: new Date(x509.validTo),
     fingerprint: fingerprintOf(x509),
-    spiffeId,
+    spiffeId: spiffeIdOf(x509),
     x509,
   };
 }

@@ -366,15 +366,11 @@ export class InboundListener {
   }
 
   /**
-   * mesh-mux/1 from another agent: each stream is one HTTP/1.1 connection of the caller's, served as if it had come on
-   * a TLS connection of its own (same identity, same admission, each stream closed alone by a policy change).
+   * mesh-mux/1 from another agent (chosen in the handshake only for a `protocol: http` service, chooseAlpn): each
+   * stream is one HTTP/1.1 connection of the caller's, served as if it had come on a TLS connection of its own (same
+   * identity, same admission, each stream closed alone by a policy change).
    */
   private serveMux(socket: TLSSocket, route: InboundRoute, facts: ConnectionFacts, peer: SpiffeId, xfcc: string, notAfter: number | undefined): void {
-    if (route.protocol !== 'http') {
-      this.log.warn('multiplexed connection refused: the service is not HTTP/1.1', { code: 'MESH_ERR_MUX_PROTOCOL', peer: peer.toString(), service: route.sni, protocol: route.protocol });
-      socket.destroy();
-      return;
-    }
     this.stats.muxSessions++;
     const session = new MuxSession(socket, {
       onStream: (stream) => {

@@ -1,7 +1,7 @@
 // Reads the SPIFFE ID a TLS peer proved, from its verified certificate's URI SAN, and whether that certificate is current.
 
 import type { TLSSocket } from 'node:tls';
-import { SpiffeId, uriSans } from '../ca';
+import { spiffeIdOf, type SpiffeId } from '../ca';
 
 /** What a peer's certificate says: its SPIFFE ID (undefined unless exactly one valid URI SAN) and validity period. */
 export interface PeerCertificate {
@@ -14,16 +14,7 @@ export interface PeerCertificate {
 export function peerCertificate(socket: TLSSocket): PeerCertificate | undefined {
   const cert = socket.getPeerX509Certificate();
   if (!cert) return undefined;
-  const uris = uriSans(cert);
-  let id: SpiffeId | undefined;
-  if (uris.length === 1) {
-    try {
-      id = SpiffeId.parse(uris[0]!);
-    } catch {
-      id = undefined;
-    }
-  }
-  return { id, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
+  return { id: spiffeIdOf(cert), notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
 }
 
 /** The peer's SPIFFE ID, or undefined when it presented no certificate or not exactly one valid URI SAN. */

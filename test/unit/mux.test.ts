@@ -272,6 +272,8 @@ describe('mesh-mux/1 streams over mTLS', () => {
     await closed;
     assert.equal(streams.filter((s) => s.closed).length, 1, 'only the stream over the cap was reset');
     assert.equal(accepted!.size, MUX_MAX_STREAMS);
+    assert.equal(session.canOpen, false, 'a full connection takes no new stream');
+    assert.equal(streams[0]!.reusable, true, 'but its streams stay reusable: full is not retired');
     session.close();
   });
 });

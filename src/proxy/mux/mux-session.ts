@@ -36,7 +36,9 @@ export class MuxSession implements StreamCarrier, FrameSink {
   congested = false;
   closed = false;
   /** Takes no new streams; closes once its last one is gone. */
-  private retired = false;
+  private isRetired = false;
+  /** Frames that arrived for a stream this side closed (or refused): they were sent in vain. */
+  lateFrames = 0;
   readonly remoteAddress: string | undefined;
 
   constructor(
@@ -55,7 +57,7 @@ export class MuxSession implements StreamCarrier, FrameSink {
     socket.on('close', () => {
       this.closed = true;
       if (this.idleTimer) clearTimeout(this.idleTimer);
-      for (const s of [...this.streams.values()]) s.lost();
+      for (const s of [...this.streams.values()]) s.onReset();
       this.streams.clear();
     });
     this.idle();
@@ -79,12 +81,17 @@ export class MuxSession implements StreamCarrier, FrameSink {
 
   /** Whether the dialing side may open one more stream here. */
   get canOpen(): boolean {
-    return !this.closed && !this.retired && this.streams.size < MUX_MAX_STREAMS && this.nextId < MAX_STREAM_ID;
+    return !this.retired && this.streams.size < MUX_MAX_STREAMS && this.nextId < MAX_STREAM_ID;
+  }
+
+  /** Closed, or retired: takes no new streams (a full connection is not retired: its streams stay reusable). */
+  get retired(): boolean {
+    return this.closed || this.isRetired;
   }
 
   /** No new streams from now on (a certificate under it is about to expire): closed when the streams it has are done. */
   retire(): void {
-    this.retired = true;
+    this.isRetired = true;
     if (this.streams.size === 0) this.close();
   }
 
@@ -126,7 +133,7 @@ export class MuxSession implements StreamCarrier, FrameSink {
   forget(stream: number): void {
     this.streams.delete(stream);
     if (this.streams.size > 0) return;
-    if (this.retired) setImmediate(() => this.close()); // after the frames of this turn are written
+    if (this.isRetired) setImmediate(() => this.close()); // after the frames of this turn are written
     else this.idle();
   }
 
@@ -143,9 +150,6 @@ export class MuxSession implements StreamCarrier, FrameSink {
     if (s) s.onFin();
     else this.late(id);
   }
-
-  /** Frames that arrived for a stream this side closed (or refused): they were sent in vain. */
-  lateFrames = 0;
 
   /**
    * DATA or FIN for a stream this side no longer has. Its sender may not know yet (the RESET that closed it crossed

@@ -10,8 +10,8 @@ export interface StreamCarrier {
   readonly remoteAddress: string | undefined;
   /** True while the connection's socket refuses more bytes (its write returned false and it has not drained). */
   readonly congested: boolean;
-  /** False once the connection takes no new requests (retired): its idle streams are not handed out again. */
-  readonly canOpen: boolean;
+  /** True once the connection takes no new requests (closed or retired): its idle streams are not handed out again. */
+  readonly retired: boolean;
   sendData(stream: number, payload: Buffer): void;
   sendFin(stream: number): void;
   sendReset(stream: number): void;
@@ -57,7 +57,7 @@ export class MuxStream extends EventEmitter implements ByteStream {
 
   /** A pooled stream is handed out again only while its connection takes new requests. */
   get reusable(): boolean {
-    return !this.closed && this.carrier.canOpen;
+    return !this.closed && !this.carrier.retired;
   }
 
   write(chunk: Buffer): boolean {
@@ -127,6 +127,7 @@ export class MuxStream extends EventEmitter implements ByteStream {
     if (!this.paused && this.inbox.length === 0) this.emitEnd();
   }
 
+  /** The peer reset the stream, or the connection under it is gone. */
   onReset(): void {
     this.teardown();
   }
@@ -144,11 +145,6 @@ export class MuxStream extends EventEmitter implements ByteStream {
       this.needDrain = false;
       this.emit('drain');
     }
-  }
-
-  /** The connection is gone: so is the stream. */
-  lost(): void {
-    this.teardown();
   }
 
   private deliver(payload: Buffer): void {
